@@ -1,0 +1,307 @@
+"""The ``mixbench`` command line: a thin layer over the stage functions.
+
+    mixbench prep    --recipe R | --adapter NAME --set key=value ...   --out DIR
+    mixbench embed   SRC OUT [--recipe R] [--dim D ...]
+    mixbench unpair  SRC OUT [--recipe R] [--ratio R --mode M --strategy S ...]
+    mixbench train   SRC OUT [--recipe R] [--variant V --epochs N ...]
+    mixbench run     RECIPE [--out DIR] [--force STAGE] [--until STAGE] [--set stage.key=value]
+    mixbench sweep   RECIPE --ratio 0.2,0.6,1.0 --strategy random,loss-highest --seeds 3
+    mixbench inspect DIR [--verify]
+    mixbench list    adapters|encoders|strategies|variants|recipes
+
+Every stage also runs as ``python -m <stage>`` with the same options as its subcommand.
+Option names equal recipe keys (``--test-ratio`` ↔ ``test_ratio``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ConfigError, MixbenchError
+
+log = logging.getLogger("mixbench")
+
+
+def _parse_set(items: list[str] | None, *, staged: bool) -> dict[str, Any]:
+    """``--set key=value`` (value parsed as a TOML literal, else kept as a string)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value" + (" with key = stage.key" if staged else "") + ".")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        if staged:
+            if "." not in key:
+                raise ConfigError(f"--set {item!r}: the key must name its stage, e.g. unpair.ratio=0.5.")
+            stage, sub = key.split(".", 1)
+            out.setdefault(stage, {})
+            target = out[stage]
+            parts = sub.split(".")
+            for p in parts[:-1]:
+                target = target.setdefault(p, {})
+            target[parts[-1]] = value
+        else:
+            target = out
+            parts = key.split(".")
+            for p in parts[:-1]:
+                target = target.setdefault(p, {})
+            target[parts[-1]] = value
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def _section(args: argparse.Namespace, stage: str) -> tuple[dict[str, Any], str, Path]:
+    """The stage's table from --recipe (if any), its location string and the base folder."""
+    if getattr(args, "recipe", None):
+        from .recipe import load_recipe
+        from .run import _with_seed
+
+        recipe = load_recipe(args.recipe)
+        return _with_seed(recipe.section(stage), recipe.seed, stage), recipe.where(stage), recipe.base_dir
+    return {}, f"[{stage}]", Path.cwd()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import embed
+    import train
+    import unpair
+
+    parser = argparse.ArgumentParser(
+        prog="mixbench",
+        description="Turn paired multimodal datasets into mixed-modal benchmarks and train DM2C on them.",
+    )
+    parser.add_argument("--version", action="version", version=f"mixbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("prep", help="read a raw paired dataset and write a paired store",
+                       description="Read a raw paired dataset, validate it, write the canonical sharded store.")
+    p.add_argument("--recipe", help="take the [prep] table of this recipe")
+    p.add_argument("--adapter", help="dataset adapter (see `mixbench list adapters`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="an adapter option, e.g. root=data/wikipedia")
+    p.add_argument("--out", required=True, help="output store folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a complete store at --out")
+    _common(p)
+
+    for name, cls, helptext in (
+        ("embed", embed.EmbedConfig, "encode features and PCA both modalities to a shared dimension"),
+        ("unpair", unpair.UnpairConfig, "break a ratio of the training pairs into a mixed-modal benchmark"),
+        ("train", train.TrainConfig, "train DM2C (and k-means baselines) on a benchmark store"),
+    ):
+        p = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        p.add_argument("src", help="input store folder")
+        p.add_argument("out", help="output folder")
+        p.add_argument("--recipe", help=f"take the [{name}] table of this recipe (flags override it)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key (TOML value), also nested: image.encoder=...")
+        p.add_argument("--overwrite", action="store_true", help="replace a complete output")
+        cls.add_arguments(p)
+        _common(p)
+
+    p = sub.add_parser("run", help="run every stage of a recipe (skips stages already done)",
+                       description="Run prep → embed → unpair → train from a recipe. A stage whose output "
+                       "records the same config and inputs is reused.")
+    p.add_argument("recipe", help="recipe file, e.g. data/recipes/wikipedia.toml")
+    p.add_argument("--out", help="output root (default: out/<recipe name>)")
+    p.add_argument("--force", choices=("prep", "embed", "unpair", "train"), help="redo this stage and every later one")
+    p.add_argument("--until", choices=("prep", "embed", "unpair", "train"), help="stop after this stage")
+    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="override a recipe key, e.g. train.seed=3")
+    _common(p)
+
+    p = sub.add_parser("sweep", help="run a grid of ratios × strategies × seeds and tabulate it",
+                       description="Run a recipe over ratios × strategies × seeds, reusing shared upstream "
+                       "stores; write one table (mean ± std per cell) and one plot.")
+    p.add_argument("recipe")
+    p.add_argument("--ratio", default="0.2,0.4,0.6,0.8,1.0", help="comma-separated ratios")
+    p.add_argument("--strategy", default="random,loss-highest", help="comma-separated strategies")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (each seeds unpair and train)")
+    p.add_argument("--out", help="output root (default: out/<recipe name>-sweep)")
+    p.add_argument("--metric", default="acc", help="metric plotted against ratio")
+    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="override a recipe key")
+    _common(p)
+
+    p = sub.add_parser("inspect", help="summarise a store (or run folder); --verify rechecks it",
+                       description="Print splits, rows per modality, paired/unpaired counts, label histogram, "
+                       "dims and lineage of a store. --verify rechecks every checksum and the schema.")
+    p.add_argument("path", help="store folder")
+    p.add_argument("--verify", action="store_true", help="recheck every checksum and the schema")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    _common(p)
+
+    p = sub.add_parser("list", help="list adapters, encoders, strategies, variants or recipes")
+    p.add_argument("what", choices=("adapters", "encoders", "strategies", "variants", "recipes"))
+    _common(p)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
+
+
+def _stage_config(args: argparse.Namespace, stage: str, cls: Any) -> tuple[Any, Path]:
+    table, where, base = _section(args, stage)
+    overrides = cls.cli_overrides(args)
+    sets = _parse_set(args.set, staged=False)
+    table = {**table, **overrides}
+    for k, v in sets.items():
+        if isinstance(v, dict) and isinstance(table.get(k), dict):
+            table[k] = {**table[k], **v}
+        else:
+            table[k] = v
+    return cls.from_dict(table, where), base
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    _setup_logging(args)
+    try:
+        return _dispatch(args)
+    except MixbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume (finished shards are kept).", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "prep":
+        import prep
+
+        table, where, base = _section(args, "prep")
+        if args.adapter:
+            table["adapter"] = args.adapter
+        table.update(_parse_set(args.set, staged=False))
+        if "adapter" not in table:
+            raise ConfigError(f"prep: give --adapter (one of {', '.join(prep.list_adapters())}) or --recipe.")
+        cfg = prep.make_config(table, where)
+        manifest = prep.prepare(cfg, args.out, base_dir=base, overwrite=args.overwrite)
+        print(_store_line(args.out, manifest))
+        return 0
+    if args.command in ("embed", "unpair"):
+        import embed
+        import unpair
+
+        if args.command == "embed":
+            cfg, base = _stage_config(args, "embed", embed.EmbedConfig)
+            manifest = embed.embed(args.src, args.out, cfg, base_dir=base, overwrite=args.overwrite)
+        else:
+            cfg, _ = _stage_config(args, "unpair", unpair.UnpairConfig)
+            manifest = unpair.unpair(args.src, args.out, cfg, overwrite=args.overwrite)
+        print(_store_line(args.out, manifest))
+        return 0
+    if args.command == "train":
+        import train
+
+        cfg, _ = _stage_config(args, "train", train.TrainConfig)
+        result = train.train(args.src, args.out, cfg, overwrite=args.overwrite)
+        print(result.get("table", ""))
+        print(f"run folder: {result['run_dir']}")
+        return 0
+    if args.command == "run":
+        from .run import run_recipe
+
+        summary = run_recipe(args.recipe, out=args.out, force=args.force, until=args.until,
+                             overrides=_parse_set(args.set, staged=True))
+        for stage, s in summary["stages"].items():
+            state = "reused" if s["reused"] else f"{s['seconds']:.1f} s"
+            print(f"{stage:7s} {state:>10s}  {s['dir']}")
+        if "train" in summary:
+            print()
+            print(summary["train"].get("table", ""))
+            print(f"\nreport: {Path(summary['train']['run_dir']) / 'report.md'}")
+        return 0
+    if args.command == "sweep":
+        from .sweep import run_sweep
+
+        result = run_sweep(
+            args.recipe,
+            ratios=[float(x) for x in args.ratio.split(",") if x],
+            strategies=[x for x in args.strategy.split(",") if x],
+            seeds=args.seeds,
+            out=args.out,
+            metric=args.metric,
+            overrides=_parse_set(args.set, staged=True),
+        )
+        print(result["table"])
+        print(f"\ntable: {result['table_path']}\nplot:  {result['plot_path']}")
+        return 0
+    if args.command == "inspect":
+        from prep.inspect import describe, verify_store
+
+        if args.json:
+            print(json.dumps(json.loads((Path(args.path) / "manifest.json").read_text()), indent=2))
+        else:
+            print(describe(args.path))
+        if args.verify:
+            problems = verify_store(args.path)
+            if problems:
+                print(f"\nverify: {len(problems)} problem(s):")
+                for prob in problems:
+                    print(f"  - {prob}")
+                return 1
+            print("\nverify: OK (every checksum and the schema match the manifest)")
+        return 0
+    if args.command == "list":
+        return _list(args.what)
+    raise ConfigError(f"unknown command {args.command!r}")
+
+
+def _list(what: str) -> int:
+    if what == "adapters":
+        import prep
+
+        items = prep.list_adapters()
+    elif what == "encoders":
+        import embed
+
+        items = embed.list_encoders()
+    elif what == "strategies":
+        import unpair
+
+        items = unpair.list_strategies()
+    elif what == "variants":
+        import train
+
+        items = train.list_variants()
+    else:
+        root = Path(__file__).resolve().parent.parent / "data" / "recipes"
+        items = sorted(str(p) for p in root.glob("*.toml"))
+    for item in items:
+        print(item)
+    return 0
+
+
+def _store_line(out: Any, manifest: dict[str, Any]) -> str:
+    parts = []
+    for split, s in manifest.get("splits", {}).items():
+        rows = ", ".join(f"{m} {n}" for m, n in s["rows"].items())
+        parts.append(f"{split}: {rows}")
+    state = " (reused: already complete with the same config and inputs)" if manifest.get("reused") else ""
+    return f"wrote {out}{state}\n  " + "\n  ".join(parts)
+
+
+def stage_main(stage: str) -> None:
+    """Entry point of ``python -m <stage>``."""
+    sys.exit(main([stage, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

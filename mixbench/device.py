@@ -1,0 +1,23 @@
+"""Device selection shared by the stages (CUDA when present, else CPU)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` → ``cuda`` when available, else ``cpu``; ``"cuda"`` without CUDA is an error."""
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device = {name!r}: CUDA is not available on this machine; use 'auto' or 'cpu'.")
+    return dev

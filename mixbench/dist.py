@@ -1,0 +1,93 @@
+"""One code path for one process and for ``torchrun`` (torch.distributed), chosen by the environment.
+
+With no ``torch.distributed`` process group (and no ``RANK``/``WORLD_SIZE`` set), every helper
+behaves as a single process: rank 0 of 1. Under ``torchrun`` the group is initialised once
+(NCCL on CUDA, gloo otherwise). Work units are shards: rank r takes shards r, r+W, r+2W, ...
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init() -> DistInfo:
+    """Initialise torch.distributed when launched by torchrun; a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
+
+
+def info() -> DistInfo:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    except ImportError:
+        pass
+    return DistInfo()
+
+
+def my_items(items: Sequence[T], d: DistInfo | None = None) -> list[T]:
+    """This rank's share of ``items`` (round robin); all of them in a single process."""
+    d = d or info()
+    return list(items[d.rank :: d.world])
+
+
+def barrier() -> None:
+    if info().enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order (``[obj]`` in a single process)."""
+    d = info()
+    if not d.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    d = info()
+    if not d.enabled:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -1,0 +1,108 @@
+"""``mixbench run RECIPE``: run prep → embed → unpair → train in order.
+
+Each stage writes its own folder under the output root (``out/<name>/{prep,embed,unpair,train}``).
+A stage whose output already records the same run key (config hash + input checksums) is
+reused, not redone; ``force="embed"`` redoes embed and every stage after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .recipe import STAGES, Recipe, load_recipe
+
+log = logging.getLogger(__name__)
+
+
+def stage_configs(recipe: Recipe) -> dict[str, Any]:
+    """Build and check every stage config of a recipe before any work starts."""
+    import embed
+    import prep
+    import train
+    import unpair
+
+    builders = {
+        "prep": prep.make_config,
+        "embed": embed.EmbedConfig.from_dict,
+        "unpair": unpair.UnpairConfig.from_dict,
+        "train": train.TrainConfig.from_dict,
+    }
+    configs: dict[str, Any] = {}
+    for stage in STAGES:
+        table = recipe.section(stage)
+        if stage == "prep" and "adapter" not in table:
+            raise ConfigError(f"{recipe.where('prep')}: 'adapter' is required; choose one of {', '.join(prep.list_adapters())}.")
+        configs[stage] = builders[stage](_with_seed(table, recipe.seed, stage), recipe.where(stage))
+    return configs
+
+
+def _with_seed(table: dict[str, Any], seed: int, stage: str) -> dict[str, Any]:
+    import embed
+    import prep
+    import train
+    import unpair
+
+    classes = {"embed": embed.EmbedConfig, "unpair": unpair.UnpairConfig, "train": train.TrainConfig}
+    keys = classes[stage].keys() if stage in classes else prep.config_keys(table.get("adapter", ""))
+    if "seed" in keys and "seed" not in table:
+        table = {**table, "seed": seed}
+    return table
+
+
+def stage_dirs(root: Path) -> dict[str, Path]:
+    return {s: root / s for s in STAGES}
+
+
+def run_recipe(
+    recipe: str | Path | Recipe,
+    *,
+    out: str | Path | None = None,
+    force: str | None = None,
+    until: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run a recipe; returns ``{"out": root, "stages": {stage: summary}, "train": train summary}``.
+
+    ``force``: redo this stage and all after it. ``until``: stop after this stage.
+    ``overrides``: ``{stage: {key: value}}`` applied on top of the recipe tables.
+    """
+    import embed
+    import prep
+    import train
+    import unpair
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    if overrides:
+        recipe = recipe.with_overrides(overrides)
+    for name, value in (("force", force), ("until", until)):
+        if value is not None and value not in STAGES:
+            raise ConfigError(f"--{name} {value!r}: must be one of {', '.join(STAGES)}.")
+    configs = stage_configs(recipe)
+    root = Path(out) if out is not None else Path(recipe.out or Path("out") / recipe.name)
+    if out is None and recipe.out and not Path(recipe.out).is_absolute():
+        root = recipe.base_dir / recipe.out
+    dirs = stage_dirs(root)
+    forced = STAGES.index(force) if force else len(STAGES)
+    last = STAGES.index(until) if until else len(STAGES) - 1
+    summary: dict[str, Any] = {"out": str(root), "recipe": str(recipe.path), "stages": {}}
+    for i, stage in enumerate(STAGES[: last + 1]):
+        kw = {"overwrite": True, "reuse": i < forced}
+        t0 = time.perf_counter()
+        log.info("stage %s → %s", stage, dirs[stage])
+        if stage == "prep":
+            result = prep.prepare(configs["prep"], dirs["prep"], base_dir=recipe.base_dir, **kw)
+        elif stage == "embed":
+            result = embed.embed(dirs["prep"], dirs["embed"], configs["embed"], base_dir=recipe.base_dir, **kw)
+        elif stage == "unpair":
+            result = unpair.unpair(dirs["embed"], dirs["unpair"], configs["unpair"], **kw)
+        else:
+            result = train.train(dirs["unpair"], dirs["train"], configs["train"], **kw)
+            summary["train"] = result
+        summary["stages"][stage] = {"dir": str(dirs[stage]), "seconds": round(time.perf_counter() - t0, 3),
+                                    "reused": bool(result.get("reused", False)) if isinstance(result, dict) else False}
+    return summary
