@@ -1,0 +1,177 @@
+"""``mixbench sweep``: ratios × strategies × seeds over one recipe, one table and one plot.
+
+prep and embed run once (they do not depend on the grid) and are shared by every cell; each
+cell (strategy, ratio, seed) gets its own unpair store and train run under
+``<out>/cells/<strategy>/r<ratio>/s<seed>/``. The seed seeds both the selection (unpair) and
+training. Test rows are treated as the recipe says (``[unpair] test_ratio``) in every cell, so
+all cells are evaluated on the same kind of test set. Finished cells are reused on a rerun.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+from prep.manifest import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+from .errors import ConfigError
+from .recipe import Recipe, load_recipe
+from .run import stage_configs
+
+log = logging.getLogger(__name__)
+
+SUMMARY_METRICS = ("acc", "nmi", "ari", "f_score", "purity")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def run_sweep(
+    recipe: str | Path | Recipe,
+    *,
+    ratios: list[float],
+    strategies: list[str],
+    seeds: int = 3,
+    out: str | Path | None = None,
+    metric: str = "acc",
+    method: str = "dm2c",
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Run the grid; returns ``{"table", "table_path", "plot_path", "cells"}``."""
+    import embed
+    import prep
+    import train
+    import unpair
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    if overrides:
+        recipe = recipe.with_overrides(overrides)
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: must be at least 1.")
+    if metric not in SUMMARY_METRICS + ("precision", "recall"):
+        raise ConfigError(f"--metric {metric!r}: must be one of {', '.join(SUMMARY_METRICS + ('precision', 'recall'))}.")
+    known = unpair.list_strategies()
+    for s in strategies:
+        if s not in known:
+            raise ConfigError(f"--strategy {s!r}: unknown; available: {', '.join(known)}.")
+    for r in ratios:
+        if not 0.0 <= r <= 1.0:
+            raise ConfigError(f"--ratio {r}: must be in [0, 1].")
+    configs = stage_configs(recipe)  # validates everything before any work
+    root = Path(out) if out is not None else Path("out") / f"{recipe.name}-sweep"
+    root.mkdir(parents=True, exist_ok=True)
+    prep.prepare(configs["prep"], root / "prep", base_dir=recipe.base_dir, overwrite=True)
+    embed.embed(root / "prep", root / "embed", configs["embed"], base_dir=recipe.base_dir, overwrite=True)
+
+    cells: list[dict[str, Any]] = []
+    total = len(strategies) * len(ratios) * seeds
+    done = 0
+    for strategy in strategies:
+        for ratio in ratios:
+            for seed in range(seeds):
+                done += 1
+                cell = root / "cells" / strategy / f"r{ratio:g}" / f"s{seed}"
+                log.info("sweep cell %d/%d: strategy=%s ratio=%g seed=%d", done, total, strategy, ratio, seed)
+                ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed)
+                tcfg = configs["train"].replace(seed=seed)
+                unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
+                result = train.train(cell / "unpair", cell / "train", tcfg, overwrite=True)
+                metrics = result["metrics"]
+                cells.append({
+                    "strategy": strategy, "ratio": ratio, "seed": seed, "run_dir": str(cell / "train"),
+                    "methods": {m: v for m, v in metrics["methods"].items()},
+                })
+    summary = _summarise(cells, strategies, ratios, method)
+    table = _table(summary, strategies, ratios, metric, method, seeds)
+    atomic_write_json(root / "sweep.json", {"recipe": str(recipe.path), "ratios": ratios, "strategies": strategies,
+                                            "seeds": seeds, "method": method, "cells": cells, "summary": summary})
+    atomic_write_text(root / "sweep.csv", _csv(summary))
+    atomic_write_text(root / "sweep.md", table + "\n")
+    plot_path = root / "sweep.png"
+    _plot(summary, strategies, ratios, metric, method, plot_path)
+    return {"table": table, "table_path": str(root / "sweep.md"), "plot_path": str(plot_path), "cells": cells,
+            "summary": summary}
+
+
+def _summarise(cells: list[dict[str, Any]], strategies: list[str], ratios: list[float], method: str) -> list[dict[str, Any]]:
+    rows = []
+    for strategy in strategies:
+        for ratio in ratios:
+            group = [c for c in cells if c["strategy"] == strategy and c["ratio"] == ratio]
+            for m in sorted({k for c in group for k in c["methods"]}):
+                for split in ("test", "train"):
+                    row: dict[str, Any] = {"strategy": strategy, "ratio": ratio, "method": m, "split": split, "n": len(group)}
+                    for metric in SUMMARY_METRICS + ("precision", "recall"):
+                        vals = [c["methods"][m][split][metric] for c in group
+                                if split in c["methods"].get(m, {}) and metric in c["methods"][m][split]]
+                        row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(vals)
+                    rows.append(row)
+    return rows
+
+
+def _table(summary: list[dict[str, Any]], strategies: list[str], ratios: list[float], metric: str, method: str, seeds: int) -> str:
+    """Markdown: one row per (strategy, method), one column per ratio, mean ± std of the test metric."""
+    methods = [method] + sorted({r["method"] for r in summary if r["method"] != method})
+    head = f"test {metric.upper()} (mean ± std over {seeds} seed(s))"
+    lines = [f"| strategy | method | " + " | ".join(f"r = {r:g}" for r in ratios) + " |",
+             "|---|---|" + "---|" * len(ratios)]
+    for strategy in strategies:
+        for m in methods:
+            cells = []
+            for ratio in ratios:
+                row = next((x for x in summary if x["strategy"] == strategy and x["ratio"] == ratio
+                            and x["method"] == m and x["split"] == "test"), None)
+                cells.append("—" if row is None else f"{row[f'{metric}_mean']:.3f} ± {row[f'{metric}_std']:.3f}")
+            lines.append(f"| {strategy} | {m} | " + " | ".join(cells) + " |")
+    return head + "\n\n" + "\n".join(lines)
+
+
+def _csv(summary: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if summary:
+        w = csv.DictWriter(buf, fieldnames=list(summary[0]))
+        w.writeheader()
+        for row in summary:
+            w.writerow(row)
+    return buf.getvalue()
+
+
+def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[float], metric: str, method: str, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        log.warning("matplotlib is not installed; no sweep plot")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for strategy in strategies:
+        for m, style in ((method, "-o"), ("kmeans-pooled", "--x")):
+            rows = [next((x for x in summary if x["strategy"] == strategy and x["ratio"] == r and x["method"] == m
+                          and x["split"] == "test"), None) for r in ratios]
+            if any(r is None for r in rows):
+                continue
+            means = [r[f"{metric}_mean"] for r in rows]  # type: ignore[index]
+            stds = [r[f"{metric}_std"] for r in rows]  # type: ignore[index]
+            ax.errorbar(ratios, means, yerr=stds, fmt=style, capsize=3, label=f"{m}, {strategy}")
+    ax.set_xlabel("ratio of training pairs unpaired")
+    ax.set_ylabel(f"test {metric.upper()}")
+    ax.set_title(f"{method}: test {metric.upper()} against unpairing ratio")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

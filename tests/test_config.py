@@ -1,0 +1,86 @@
+"""The config system: recipe keys ↔ typed fields, constraints, errors that name the key."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import pytest
+
+from mixbench.config import Config, hash_json, option
+from mixbench.errors import ConfigError
+from mixbench.recipe import load_recipe
+
+
+@dataclass(frozen=True)
+class Demo(Config):
+    section = "demo"
+    ratio: float = option(1.0, "fraction", low=0.0, high=1.0)
+    mode: str = option("drop", "mode", choices=("drop", "zero"))
+    epochs: int = option(3, "epochs", low=1)
+    names: list[str] = option(["a", "b"], "names")
+    flag: bool = option(False, "a switch")
+
+
+def test_defaults_and_round_trip() -> None:
+    cfg = Demo.from_dict({"ratio": 1, "names": ["x"]})
+    assert cfg.ratio == 1.0 and isinstance(cfg.ratio, float)
+    assert cfg.to_dict() == {"ratio": 1.0, "mode": "drop", "epochs": 3, "names": ["x"], "flag": False}
+    assert Demo.from_dict(cfg.to_dict()) == cfg
+    assert cfg.config_hash() == hash_json(cfg.to_dict())
+    assert cfg.replace(epochs=5).config_hash() != cfg.config_hash()
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"ratio": 1.5}, r"\[demo\] ratio = 1.5: must be a number in \[0, 1\]"),
+        ({"mode": "keep"}, r"mode = 'keep': must be one of 'drop', 'zero'"),
+        ({"epochs": 0}, r"epochs = 0: must be an integer in \[1, inf\)"),
+        ({"epochs": 2.5}, r"epochs = 2.5: must be an integer"),
+        ({"flag": "yes"}, r"flag = 'yes': must be true or false"),
+        ({"names": "x"}, r"names = 'x': must be a list of a string"),
+        ({"ratoi": 0.5}, r"unknown key 'ratoi'. Did you mean 'ratio'\? Allowed keys: ratio, mode, epochs, names, flag"),
+    ],
+)
+def test_bad_values_name_the_key(table: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Demo.from_dict(table, where="[demo]")
+
+
+def test_cli_flags_mirror_fields() -> None:
+    parser = argparse.ArgumentParser()
+    Demo.add_arguments(parser)
+    ns = parser.parse_args(["--ratio", "0.25", "--names", "p,q", "--flag", "true"])
+    assert Demo.cli_overrides(ns) == {"ratio": 0.25, "names": ["p", "q"], "flag": True}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "nope"])
+
+
+def test_recipe_unknown_keys(tmp_path) -> None:
+    bad = tmp_path / "r.toml"
+    bad.write_text('name = "x"\nsed = 1\n')
+    with pytest.raises(ConfigError, match="unknown top-level key 'sed'"):
+        load_recipe(bad)
+    bad.write_text('name = "x"\n[unpair]\nratio = 1.5\n')
+    from mixbench.run import stage_configs
+
+    bad.write_text('name = "x"\n[prep]\nadapter = "wikipedia"\n[unpair]\nratio = 1.5\n')
+    with pytest.raises(ConfigError, match=r"\[unpair\] ratio = 1.5: must be a number in \[0, 1\]"):
+        stage_configs(load_recipe(bad))
+    bad.write_text('name = "x"\n[prep]\nadapter = "wikipedia"\nrooot = "."\n')
+    with pytest.raises(ConfigError, match=r"\[prep\]: unknown key 'rooot'. Did you mean 'root'\?"):
+        stage_configs(load_recipe(bad))
+    bad.write_text("name = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_recipe(bad)
+
+
+def test_shipped_recipes_are_valid(repo_root) -> None:
+    from mixbench.run import stage_configs
+
+    recipes = sorted((repo_root / "data" / "recipes").glob("*.toml"))
+    assert {p.stem for p in recipes} >= {"wikipedia", "uci-mfeat"}
+    for path in recipes:
+        configs = stage_configs(load_recipe(path))
+        assert set(configs) == {"prep", "embed", "unpair", "train"}
