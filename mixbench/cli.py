@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("src", help="input store folder")
         p.add_argument("out", help="output folder")
         p.add_argument("--recipe", help=f"take the [{name}] table of this recipe (flags override it)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key (TOML value), also nested: image.encoder=...")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key as a TOML value, nested keys with dots (embed: encoders.image.encoder=open_clip)")
         p.add_argument("--overwrite", action="store_true", help="replace a complete output")
         cls.add_arguments(p)
         _common(p)

@@ -1,0 +1,71 @@
+"""``[embed]`` configuration: which encoder per modality, and the PCA to a shared dimension.
+
+Every field is, with the same spelling, a recipe key, a ``mixbench embed`` flag (the nested
+``encoders`` table is set with ``--set encoders.image.encoder=open_clip``) and a key in the
+feature store's lineage::
+
+    [embed]
+    dim = 10                 # shared PCA dimension (0: no PCA)
+    standardize = false
+    [embed.encoders.image]   # a modality without an entry must already have `feat`
+    encoder = "open_clip"
+    model = "ViT-B-32"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from mixbench.config import Config, option
+from mixbench.errors import ConfigError
+
+FEAT_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class EmbedConfig(Config):
+    """Settings of the embed stage (design §2, §6).
+
+    The PCA is exact: float64 statistics summed over the ``fit_split`` shards in shard order,
+    one eigendecomposition, the same result on one process or under ``torchrun``.
+    """
+
+    section: ClassVar[str] = "embed"
+
+    encoders: dict[str, dict[str, Any]] = option(
+        {},
+        "modality → encoder table, e.g. [embed.encoders.image] encoder = \"open_clip\"; a modality "
+        "without an entry must already have `feat` in the input store and is passed through",
+    )
+    dim: int = option(0, "shared PCA dimension of every modality (0: no PCA, features copied)", low=0)
+    standardize: bool = option(
+        False, "z-score every input feature with the fit split's mean/std before PCA (constant features: scale 1)"
+    )
+    whiten: bool = option(False, "scale each principal component to unit variance (as sklearn's PCA(whiten=True))")
+    fit_split: str = option("train", "split the PCA (and standardisation) is fitted on; applied to every split")
+    dtype: str = option("float32", "dtype of the output features", choices=FEAT_DTYPES)
+    device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    seed: int = option(0, "seed passed to the encoders (the PCA itself is deterministic)")
+    max_reject_fraction: float = option(
+        0.05, "encoders: fail when more than this fraction of a split's rows is rejected", low=0.0, high=1.0
+    )
+
+    def validate(self) -> None:
+        if self.whiten and self.dim == 0:
+            raise ConfigError(
+                "[embed] whiten = true needs a PCA: set dim > 0 (the number of components), or whiten = false."
+            )
+        if not self.fit_split:
+            raise ConfigError("[embed] fit_split = '': name the split the PCA is fitted on, e.g. 'train'.")
+        for modality, table in self.encoders.items():
+            if "encoder" not in table:
+                raise ConfigError(
+                    f"[embed] encoders.{modality}: no 'encoder' key; name one (see `mixbench list encoders`), "
+                    f"e.g. --set encoders.{modality}.encoder=open_clip."
+                )
+
+    @property
+    def reduces(self) -> bool:
+        """True when features go through a fitted transform (PCA and/or standardisation)."""
+        return self.dim > 0 or self.standardize

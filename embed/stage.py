@@ -1,0 +1,354 @@
+"""The embed stage: (encode) → per-modality PCA fitted on the fit split → feature store.
+
+Steps, on one process or under ``torchrun --nproc_per_node=N -m embed SRC OUT ...``:
+
+1. With ``encoders`` set, ``embed.encode.encode_store`` writes the unreduced features store at
+   ``OUT/encoded`` (resumable per shard, rank-split); otherwise ``SRC`` is read directly and
+   every modality must already hold ``feat``.
+2. Statistics of the fit split (pass 1: count and sum; pass 2: centred scatter). Shards go to
+   ranks round robin; after every round the per-shard statistics are gathered and added **in
+   shard order** on every rank, so the fit is bit-identical to the single-process one.
+3. Every split is transformed shard by shard: one output shard per input shard (resumable),
+   each rank writing its own; rank 0 writes ``pca-<modality>.npz`` and the manifest last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mixbench import dist
+from mixbench.device import resolve_device
+from mixbench.errors import ConfigError, MixbenchError, StoreError
+from prep.manifest import MANIFEST, lineage_entry, run_key
+from prep.store import Column, Store, StoreWriter, reusable
+
+from .config import EmbedConfig
+from .reduce import PCA, Standardizer, mean_from_sums, npz_bytes
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed"
+ENCODED_DIR = "encoded"
+#: Columns of a raw store that a feature store does not carry.
+RAW_COLUMNS = ("path", "text", "pixels")
+
+T = TypeVar("T")
+Estimator = PCA | Standardizer
+
+
+def embed(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: EmbedConfig | Mapping[str, Any],
+    *,
+    base_dir: str | os.PathLike[str] = ".",
+    overwrite: bool = False,
+    reuse: bool = True,
+) -> dict[str, Any]:
+    """Encode (where asked) and reduce every modality of the store ``src``; write a feature store.
+
+    Returns the manifest (with ``"reused": True`` when an identical finished run is reused).
+    Works unchanged under ``torchrun`` (every rank calls it and gets the manifest).
+    """
+    info = dist.init()
+    cfg = config if isinstance(config, EmbedConfig) else EmbedConfig.from_dict(config)
+    out = Path(out)
+    source = Store(src)
+    conf = cfg.to_dict()
+    inputs = {"store": source.input_record()}
+    key = run_key(STAGE, conf, inputs)
+
+    done = _on_main(lambda: _reuse_or_check(out, key, reuse=reuse, overwrite=overwrite))
+    if done is not None:
+        log.info("embed: %s is complete with the same config and input; reusing it", out)
+        return {**done, "reused": True}
+
+    _check_config(cfg, source, encoded=set(cfg.encoders))
+    lineage = [*source.lineage, lineage_entry(STAGE, conf, inputs, seed=cfg.seed)]
+    device = _device(cfg.device, info)
+    store, encoded_info = source, {}
+    if cfg.encoders:
+        store, encoded_info = _encode(source, out, cfg, base_dir=Path(base_dir), device=device, inputs=inputs)
+        _check_config(cfg, store, encoded=set())
+
+    estimators = _fit(store, cfg, device, info)
+    schema = _output_schema(store, cfg, estimators)
+
+    # Rank 0 opens the output first (it clears a replaced store and stale shards), then the others.
+    writers: list[StoreWriter] = []
+    _on_main(lambda: writers.append(_writer(out, store, schema, lineage, key, overwrite, 0)))
+    writer = writers[0] if info.is_main else _writer(out, store, schema, lineage, key, overwrite, info.rank)
+
+    records = [rec for split in store.splits for rec in store.shards(split)]
+    keep = sorted({c for cols in schema.values() for c in cols if c != "feat"} | {"feat"})
+    mine = dist.my_items(records, info)
+    for rec in tqdm(mine, desc="embed write", unit="shard", disable=len(mine) < 4 or not info.is_main):
+        if writer.shard_done(rec["split"], rec["index"]):
+            continue
+        tables = store.read_shard(rec, columns=keep)
+        outt = {m: _output_table(tables[m], schema[m], estimators.get(m), cfg.dtype, device) for m in schema}
+        writer.write_shard(rec["split"], rec["index"], outt)
+    dist.barrier()
+
+    manifest: dict[str, Any] | None = None
+    if info.is_main:
+        for m, est in estimators.items():
+            name = f"{'pca' if isinstance(est, PCA) else 'scaler'}-{m}.npz"
+            writer.add_file(name, npz_bytes(est.to_state()), role="pca" if isinstance(est, PCA) else "scaler")
+        manifest = writer.finish(_manifest_info(source, store, cfg, estimators, encoded_info))
+        log.info("embed: wrote %s (%s)", out, ", ".join(f"{m} {d['in']}→{d['out']}"
+                                                        for m, d in manifest["info"]["dims"].items()))
+    dist.barrier()
+    if manifest is None:
+        manifest = Store(out).manifest
+    return manifest
+
+
+# -- checks -------------------------------------------------------------------------------------
+def _reuse_or_check(out: Path, key: str, *, reuse: bool, overwrite: bool) -> dict[str, Any] | None:
+    """The reusable manifest, or None to run; a different complete store without ``overwrite`` is
+    an error before any work starts."""
+    if reuse and (done := reusable(out, key)) is not None:
+        return done
+    if (out / MANIFEST).exists() and not overwrite:
+        raise StoreError(
+            f"{out} already holds a complete store written with another config or input; pass "
+            "overwrite=True (CLI: --overwrite) to replace it, or choose another output folder."
+        )
+    return None
+
+
+def _check_config(cfg: EmbedConfig, store: Store, *, encoded: set[str]) -> None:
+    """Config vs store checks, before any work: encoder modalities exist, every other modality
+    has ``feat``, the fit split exists, ``dim`` fits every modality's features and fit rows."""
+    where = f"[embed] (input store {store.path})"
+    unknown = [m for m in cfg.encoders if m not in store.modalities]
+    if unknown:
+        raise ConfigError(
+            f"{where} encoders.{unknown[0]}: the store has no modality '{unknown[0]}'; "
+            f"its modalities are {', '.join(store.modalities)}."
+        )
+    for m in store.modalities:
+        if m not in encoded and not store.has_column(m, "feat"):
+            cols = ", ".join(store.schema[m])
+            raise ConfigError(
+                f"{where}: modality '{m}' has no 'feat' column (columns: {cols}) and no encoder; add "
+                f"[embed.encoders.{m}] encoder = ... (CLI: --set encoders.{m}.encoder=NAME; see "
+                "`mixbench list encoders`)."
+            )
+    if not cfg.reduces:
+        return
+    if cfg.fit_split not in store.splits:
+        raise ConfigError(
+            f"{where} fit_split = {cfg.fit_split!r}: the store has no such split; its splits are "
+            f"{', '.join(store.splits)}."
+        )
+    for m in store.modalities:
+        if m in encoded:
+            continue
+        d, n = store.feat_dim(m), store.rows(cfg.fit_split, m)
+        if cfg.dim > d:
+            raise ConfigError(
+                f"{where} dim = {cfg.dim}: larger than the feature dimension of modality '{m}' ({d}); "
+                f"choose dim <= {min(store.feat_dim(x) for x in store.modalities if x not in encoded)}."
+            )
+        if cfg.dim > n:
+            raise ConfigError(
+                f"{where} dim = {cfg.dim}: larger than the number of {cfg.fit_split} rows of modality '{m}' ({n}); "
+                f"PCA keeps at most min(rows, features) = {min(n, d)} components."
+            )
+        if cfg.dim > 0 and n < 2:
+            raise ConfigError(f"{where}: modality '{m}' has {n} {cfg.fit_split} row(s); PCA needs at least 2.")
+
+
+def _device(name: str, info: dist.DistInfo) -> torch.device:
+    dev = resolve_device(name)
+    if dev.type == "cuda" and dev.index is None and info.enabled:
+        dev = torch.device("cuda", info.local_rank)
+    return dev
+
+
+def _on_main(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 and share its result (or its error) with every rank."""
+    info = dist.info()
+    if not info.enabled:
+        return fn()
+    box: tuple[str, Any] = ("ok", None)
+    if info.is_main:
+        try:
+            box = ("ok", fn())
+        except MixbenchError as exc:
+            box = ("err", exc)
+    box = dist.broadcast_object(box if info.is_main else None)
+    if box[0] == "err":
+        raise box[1]
+    return box[1]
+
+
+# -- encode -------------------------------------------------------------------------------------
+def _encode(
+    store: Store, out: Path, cfg: EmbedConfig, *, base_dir: Path, device: torch.device, inputs: dict[str, Any]
+) -> tuple[Store, dict[str, Any]]:
+    """Run the encoders into ``out/encoded`` (reused when complete with the same key)."""
+    try:
+        from .encode import encode_store
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("embed.encode", "embed.encoders"):
+            raise
+        raise ConfigError(
+            f"[embed] encoders = {sorted(cfg.encoders)}: the encoders are not installed in this copy "
+            "(embed/encode.py is missing); remove [embed.encoders] to use the store's own features."
+        ) from None
+    enc_conf = {"encoders": cfg.encoders, "max_reject_fraction": cfg.max_reject_fraction,
+                "dtype": "float32", "seed": cfg.seed}
+    key = run_key(f"{STAGE}.encode", enc_conf, inputs)
+    path = out / ENCODED_DIR
+    if _on_main(lambda: reusable(path, key) is not None):
+        log.info("embed: encoded features at %s are complete with the same encoders; reusing them", path)
+        enc = Store(path)
+    else:
+        lineage = [*store.lineage, lineage_entry(f"{STAGE}.encode", enc_conf, inputs, seed=cfg.seed)]
+        # float32 intermediate: the PCA reads full-precision features; cfg.dtype applies to the output.
+        enc = encode_store(store, path, cfg.encoders, base_dir=base_dir, device=device, lineage=lineage,
+                           run_key=key, max_reject_fraction=cfg.max_reject_fraction, dtype="float32",
+                           overwrite=True)
+        dist.barrier()
+        enc = Store(path)
+    einfo = enc.info
+    carried = {k: einfo[k] for k in ("rejects", "accounting") if k in einfo}
+    carried["encoders"] = einfo.get("encoders", {k: v for k, v in einfo.items() if k not in ("rejects", "accounting")})
+    carried["encoded_store"] = {"path": str(path), "manifest_sha256": enc.manifest_sha256}
+    return enc, carried
+
+
+# -- fit ----------------------------------------------------------------------------------------
+def _estimator(cfg: EmbedConfig, device: torch.device) -> Estimator | None:
+    if cfg.dim > 0:
+        return PCA(cfg.dim, standardize=cfg.standardize, whiten=cfg.whiten, device=device)
+    if cfg.standardize:
+        return Standardizer(device=device)
+    return None
+
+
+def _ordered_sum(
+    records: Sequence[dict[str, Any]],
+    compute: Callable[[dict[str, Any]], dict[str, Any]],
+    info: dist.DistInfo,
+    desc: str,
+) -> dict[str, Any]:
+    """Σ over ``records`` of ``compute(record)`` (dicts of arrays/ints), added in record order.
+
+    Round r: rank k computes record r·W + k (the ``dist.my_items`` assignment); the round's
+    results are gathered and added in record order on every rank, so totals are bit-identical
+    for any world size and memory holds at most W per-shard results."""
+    total: dict[str, Any] = {}
+    w = info.world
+    rounds = range(0, len(records), w)
+    for start in tqdm(rounds, desc=desc, unit="round", disable=len(rounds) < 4 or not info.is_main):
+        batch = records[start : start + w]
+        mine = compute(batch[info.rank]) if info.rank < len(batch) else None
+        parts = dist.all_gather_object(mine)
+        for part in parts[: len(batch)]:
+            for k, v in part.items():
+                total[k] = v if k not in total else _add(total[k], v)
+    return total
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, tuple):
+        return tuple(_add(x, y) for x, y in zip(a, b, strict=True))
+    return a + b
+
+
+def _fit(store: Store, cfg: EmbedConfig, device: torch.device, info: dist.DistInfo) -> dict[str, Estimator]:
+    """One fitted estimator per modality (none when ``dim = 0`` and no standardisation)."""
+    ests = {m: e for m in store.modalities if (e := _estimator(cfg, device)) is not None}
+    if not ests:
+        return {}
+    records = store.shards(cfg.fit_split)
+    mods = list(ests)
+
+    def sums(rec: dict[str, Any]) -> dict[str, Any]:
+        tables = store.read_shard(rec, mods, ["feat"])
+        return {m: ests[m].shard_sums(tables[m]["feat"]) for m in mods}
+
+    totals = _ordered_sum(records, sums, info, f"embed fit {cfg.fit_split} (1/2)")
+    means = {}
+    for m in mods:
+        n, s = totals.get(m, (0, np.zeros(store.feat_dim(m))))
+        if n < (2 if cfg.dim > 0 else 1):
+            raise ConfigError(f"[embed]: modality '{m}' has {n} {cfg.fit_split} row(s); the fit needs at least "
+                              f"{2 if cfg.dim > 0 else 1}.")
+        means[m] = mean_from_sums(n, s)
+
+    def scatter(rec: dict[str, Any]) -> dict[str, Any]:
+        tables = store.read_shard(rec, mods, ["feat"])
+        return {m: ests[m].shard_scatter(tables[m]["feat"], means[m]) for m in mods}
+
+    scatters = _ordered_sum(records, scatter, info, f"embed fit {cfg.fit_split} (2/2)")
+    for m in mods:
+        n, s = totals[m]
+        ests[m].fit_from_stats(n, s, scatters[m])
+        if ests[m].n_constant_features_:
+            log.info("embed: modality '%s': %d constant feature(s) keep scale 1", m, ests[m].n_constant_features_)
+        if isinstance(ests[m], PCA):
+            log.info("embed: modality '%s': PCA %d → %d keeps %.1f%% of the variance", m,
+                     ests[m].n_features_in_, cfg.dim, 100 * float(ests[m].explained_variance_ratio_.sum()))
+    return ests
+
+
+# -- write --------------------------------------------------------------------------------------
+def _output_schema(store: Store, cfg: EmbedConfig, ests: Mapping[str, Estimator]) -> dict[str, dict[str, Column]]:
+    schema: dict[str, dict[str, Column]] = {}
+    for m, cols in store.schema.items():
+        dim = cfg.dim if isinstance(ests.get(m), PCA) else store.feat_dim(m)
+        out = {c: col for c, col in cols.items() if c not in RAW_COLUMNS and c != "feat"}
+        out["feat"] = Column(cfg.dtype, (dim,))
+        schema[m] = out
+    return schema
+
+
+def _writer(out: Path, store: Store, schema: dict[str, dict[str, Column]], lineage: list[dict[str, Any]],
+            key: str, overwrite: bool, rank: int) -> StoreWriter:
+    return StoreWriter(out, kind="features", dataset=store.dataset, classes=store.classes, schema=schema,
+                       lineage=lineage, run_key=key, multilabel=store.multilabel, overwrite=overwrite, rank=rank)
+
+
+def _output_table(table: Mapping[str, np.ndarray], schema: Mapping[str, Column], est: Estimator | None,
+                  dtype: str, device: torch.device) -> dict[str, np.ndarray]:
+    out = {c: table[c] for c in schema if c != "feat"}
+    feat = table["feat"]
+    if est is None:
+        out["feat"] = feat.astype(dtype, copy=False)
+    else:
+        y = est.transform_tensor(torch.from_numpy(np.ascontiguousarray(feat)).to(device))
+        out["feat"] = y.to(getattr(torch, dtype)).cpu().numpy()
+    return out
+
+
+def _manifest_info(src: Store, store: Store, cfg: EmbedConfig, ests: Mapping[str, Estimator],
+                   encoded: Mapping[str, Any]) -> dict[str, Any]:
+    dims = {m: {"in": store.feat_dim(m), "out": cfg.dim if isinstance(ests.get(m), PCA) else store.feat_dim(m)}
+            for m in store.modalities}
+    reduce: dict[str, Any] = {}
+    for m in store.modalities:
+        est = ests.get(m)
+        rec: dict[str, Any] = {"method": "pca" if isinstance(est, PCA) else "standardize" if est else "none",
+                               "standardized": cfg.standardize, "whitened": cfg.whiten}
+        if est is not None:
+            rec.update(fit_split=cfg.fit_split, fit_rows=int(est.n_samples_),
+                       constant_features=int(est.n_constant_features_),
+                       file=f"{'pca' if isinstance(est, PCA) else 'scaler'}-{m}.npz")
+        if isinstance(est, PCA):
+            ratio = [float(x) for x in est.explained_variance_ratio_]
+            rec.update(explained_variance_ratio_sum=float(sum(ratio)), explained_variance_ratio=ratio)
+        reduce[m] = rec
+    return {"dims": dims, "reduce": reduce, "dtype": cfg.dtype, **dict(encoded), "upstream": src.info}
