@@ -7,6 +7,7 @@
     mixbench run     RECIPE [--out DIR] [--force STAGE] [--until STAGE] [--set stage.key=value]
     mixbench sweep   RECIPE --ratio 0.2,0.6,1.0 --strategy random,loss-highest --seeds 3
     mixbench inspect DIR [--verify]
+    mixbench export  STORE OUT --format dm2c|dadh|npz
     mixbench list    adapters|encoders|strategies|variants|recipes
 
 Every stage also runs as ``python -m <stage>`` with the same options as its subcommand.
@@ -140,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     _common(p)
 
+    p = sub.add_parser("export", help="export a store to DM2C / DADH .mat files or npz",
+                       description="Export a (benchmark) store to other tools' formats: dm2c (the four .mat files "
+                       "of DM2C's code), dadh (UMML/DADH feature .mat, missing halves zero-filled) or npz.")
+    p.add_argument("store", help="store folder (usually a benchmark store from unpair)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--format", required=True, choices=("dm2c", "dadh", "npz"))
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    _common(p)
+
     p = sub.add_parser("list", help="list adapters, encoders, strategies, variants or recipes")
     p.add_argument("what", choices=("adapters", "encoders", "strategies", "variants", "recipes"))
     _common(p)
@@ -258,6 +268,13 @@ def _dispatch(args: argparse.Namespace) -> int:
                     print(f"  - {prob}")
                 return 1
             print("\nverify: OK (every checksum and the schema match the manifest)")
+        return 0
+    if args.command == "export":
+        from prep.export import export_store
+
+        record = export_store(args.store, args.out, args.format, overwrite=args.overwrite)
+        for f in record.get("files", []):
+            print(f"wrote {Path(args.out) / f['file']}")
         return 0
     if args.command == "list":
         return _list(args.what)

@@ -17,6 +17,7 @@ from mixbench.errors import DataError
 from .adapters import AdapterConfig, PairedData, get_adapter, make_config
 from .manifest import lineage_entry, run_key, sha256_file
 from .store import STRING_DTYPE, Column, StoreWriter, base_schema, reusable
+from .validate import REJECTS_FILE, check_reject_fraction
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def schema_of(data: PairedData) -> dict[str, dict[str, Column]]:
         for m, table in sd.tables.items():
             cols = base_schema(n_labels=n_labels)
             for name, arr in table.items():
-                if name == "id":
+                if name in ("id", "label", "pair"):
                     continue
                 if name in ("path", "text") or getattr(arr, "dtype", None) is None or np.asarray(arr[:0]).dtype == object:
                     cols[name] = Column(STRING_DTYPE)
@@ -67,6 +68,8 @@ def prepare(
     adapter = get_adapter(cfg.adapter)
     base = Path(base_dir)
     inputs = input_record(adapter.input_files(cfg, base))
+    if adapter.fingerprint is not None:
+        inputs.update(adapter.fingerprint(cfg, base))
     conf = cfg.to_dict()
     key = run_key("prep", conf, inputs)
     if reuse and (done := reusable(out, key)) is not None:
@@ -74,28 +77,38 @@ def prepare(
         return {**done, "reused": True}
     entry = lineage_entry("prep", conf, inputs, seed=getattr(cfg, "seed", None))
     data = adapter.read(cfg, base)
+    limit = getattr(cfg, "max_reject_fraction", None)
+    if limit is not None and "rejects" in data.info:
+        check_reject_fraction(data.info["rejects"], data.info.get("accounting", {}), limit, out,
+                              str(data.files.get(REJECTS_FILE, "")))
     schema = schema_of(data)
     writer = StoreWriter(
-        out, kind="paired", dataset=data.dataset, classes=data.classes, schema=schema,
+        out, kind=data.kind, dataset=data.dataset, classes=data.classes, schema=schema,
         lineage=[entry], run_key=key, multilabel=data.multilabel, overwrite=overwrite,
     )
     for split, sd in data.splits.items():
-        n = len(sd)
+        # Paired data: row i of every table is half of pair i (labels/pair shared). Benchmark
+        # data carries its own label/pair columns per table, and tables may differ in length.
+        n = max(sd.n_rows(m) for m in sd.tables)
         n_shards = max(1, math.ceil(n / cfg.shard_rows))
         for k in tqdm(range(n_shards), desc=f"prep {split}", unit="shard", disable=n_shards < 4):
             if writer.shard_done(split, k):
                 continue
-            a, b = k * cfg.shard_rows, min(n, (k + 1) * cfg.shard_rows)
+            a, b = k * cfg.shard_rows, (k + 1) * cfg.shard_rows
             tables = {}
             for m, table in sd.tables.items():
                 t = {name: np.asarray(arr[a:b]) if name not in ("id", "path", "text") else np.asarray(arr[a:b], dtype=object)
                      for name, arr in table.items()}
-                t["label"] = sd.labels[a:b]
-                t["pair"] = sd.pair[a:b]
+                t.setdefault("label", sd.labels[a:b])
+                t.setdefault("pair", sd.pair[a:b])
                 tables[m] = t
             writer.write_shard(split, k, tables)
+    for name, content in data.files.items():
+        writer.add_file(name, content, role="rejects" if name == REJECTS_FILE else "aux")
     info = dict(data.info)
-    info["pairs"] = {split: len(sd) for split, sd in data.splits.items()}
+    if data.kind == "paired":
+        info["pairs"] = {split: len(sd) for split, sd in data.splits.items()}
     manifest = writer.finish(info)
-    log.info("prep: wrote %s (%s)", out, ", ".join(f"{s} {len(sd)}" for s, sd in data.splits.items()))
+    log.info("prep: wrote %s (%s)", out, "; ".join(
+        f"{s}: " + ", ".join(f"{m} {sd.n_rows(m)}" for m in sd.tables) for s, sd in data.splits.items()))
     return manifest

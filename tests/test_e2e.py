@@ -95,7 +95,7 @@ def test_stage_by_stage_cli(tmp_path: Path, wikipedia_dir: Path) -> None:
     assert bench["splits"]["test"]["rows"] == {"image": 693, "text": 693}  # test pairs untouched by default
 
 
-@pytest.mark.parametrize("command", ["prep", "embed", "unpair", "train", "run", "sweep", "inspect", "list"])
+@pytest.mark.parametrize("command", ["prep", "embed", "unpair", "train", "run", "sweep", "inspect", "export", "list"])
 def test_help_everywhere(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

@@ -39,14 +39,26 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.pair)
 
+    def n_rows(self, modality: str) -> int:
+        """Rows of one modality: ``len(self)`` for paired data; benchmark data (per-modality
+        ``label``/``pair`` columns inside the table) may differ per modality."""
+        return len(self.tables[modality]["id"])
+
 
 @dataclass
 class PairedData:
+    """What an adapter returns. ``kind`` is the store kind written (``"paired"``; an importer of
+    an already mixed-modal layout returns ``"benchmark"`` with per-modality ``label``/``pair``
+    columns in its tables). ``files`` are auxiliary files (name → bytes or text) added to the
+    store, e.g. the rejects report."""
+
     dataset: str
     classes: list[str]
     splits: dict[str, SplitData]
     multilabel: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    kind: str = "paired"
+    files: dict[str, bytes | str] = field(default_factory=dict)
 
     @property
     def modalities(self) -> list[str]:
@@ -63,6 +75,9 @@ class Adapter:
     input_files: Callable[[Any, Path], dict[str, Path]]
     read: Callable[[Any, Path], PairedData]
     description: str = ""
+    # Optional: extra lineage inputs for content the adapter reads but does not list as
+    # files (e.g. {"images": {"listing_sha256": ...}} over paths, sizes and mtimes).
+    fingerprint: Callable[[Any, Path], dict[str, Any]] | None = None
 
 
 def resolve(base_dir: Path, value: str) -> Path:
@@ -98,7 +113,7 @@ def check_features(x: np.ndarray, source: str, field_name: str, row_offset: int 
         r, c = (int(v) for v in np.argwhere(bad)[0])
         rid = f" (id {ids[r]})" if ids is not None else ""
         raise DataError(
-            f"{source} [{field_name}]: row {r + row_offset}{rid}, column {c} is {x[r, c]!r}; "
+            f"{source} [{field_name}]: row {r + row_offset}{rid}, column {c} is {float(x[r, c])!r}; "
             f"{int(bad.any(axis=1).sum())} row(s) hold NaN/inf. Clean or impute them before prep."
         )
     return x
@@ -117,15 +132,15 @@ def check_labels(y: Any, n_classes: int, source: str, field_name: str = "label",
             try:
                 fv = float(v)
             except (TypeError, ValueError):
-                raise DataError(f"{source}:{i + row_offset} [{field_name}]: {v!r} is not an integer class id.") from None
+                raise DataError(f"{source}:{i + row_offset} [{field_name}]: {_plain(v)!r} is not an integer class id.") from None
             if not fv.is_integer():
-                raise DataError(f"{source}:{i + row_offset} [{field_name}]: {v!r} is not an integer class id.")
+                raise DataError(f"{source}:{i + row_offset} [{field_name}]: {_plain(v)!r} is not an integer class id.")
         arr = arr.astype(np.float64)
     if arr.dtype.kind == "f":
         frac = ~np.isfinite(arr) | (np.mod(arr, 1) != 0)
         if frac.any():
             i = int(np.flatnonzero(frac)[0])
-            raise DataError(f"{source}:{i + row_offset} [{field_name}]: {arr[i]!r} is not an integer class id.")
+            raise DataError(f"{source}:{i + row_offset} [{field_name}]: {arr[i].item()!r} is not an integer class id.")
     arr = arr.astype(np.int64) - (1 if one_based else 0)
     lo, hi = (1, n_classes) if one_based else (0, n_classes - 1)
     out = (arr < 0) | (arr >= n_classes)
@@ -151,3 +166,8 @@ def check_unique(ids: Any, source: str, field_name: str = "id", row_offset: int 
 
 def registry_entry(table: Mapping[str, Any]) -> str:
     return str(table.get("adapter", ""))
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value (so messages read ``2.5``, not ``np.float64(2.5)``)."""
+    return value.item() if isinstance(value, np.generic) else value
