@@ -189,6 +189,18 @@ def _transform_blocks(X: ArrayLike, device: torch.device, n_features: int, name:
 
 
 # -- estimators -------------------------------------------------------------------------------
+NULL_RTOL = 1e-10
+
+
+def null_components(variance: np.ndarray) -> np.ndarray:
+    """Components whose variance is ≤ ``NULL_RTOL`` × the largest: directions the data do not
+    span (float64 eigenvalues are only accurate to ~1e-16 × the largest), e.g. the 10th PCA
+    direction of 10-d topic proportions that sum to 1. Whitening leaves them at 0."""
+    variance = np.asarray(variance, dtype=np.float64)
+    top = float(variance.max()) if variance.size else 0.0
+    return variance <= NULL_RTOL * top if top > 0 else np.ones_like(variance, dtype=bool)
+
+
 class PCA:
     """Exact PCA (optionally on standardised features, optionally whitened) fitted from summed
     shard statistics; memory is D×D whatever the number of rows.
@@ -281,8 +293,11 @@ class PCA:
         self.n_components_ = k
         self.n_samples_ = n
         self.n_features_in_ = d
-        if self.whiten and (tiny := int((np.sqrt(self.explained_variance_) < np.finfo(np.float64).eps).sum())):
-            log.warning("whiten: %d component(s) have (near) zero variance; whitening them amplifies rounding noise", tiny)
+        if self.whiten and (null := int(null_components(self.explained_variance_).sum())):
+            log.warning(
+                "whiten: %d of %d component(s) have numerically zero variance (≤ %.0e × the largest; the data span "
+                "fewer dimensions, e.g. proportions that sum to 1). Whitening them would blow rounding noise up to "
+                "unit variance, so they are output as 0; a smaller dim avoids them.", null, k, NULL_RTOL)
         return self
 
     # -- in-memory API ---------------------------------------------------------------------
@@ -295,7 +310,9 @@ class PCA:
         """Project ``X`` (numpy → numpy of X's float dtype; tensor → tensor on the device).
 
         Math in float64: ``((X - mean_) / scale_) @ components_.T`` (÷ √explained_variance_
-        when whitening, the variance floored at float64 eps as scikit-learn does)."""
+        when whitening, the variance floored at float64 eps as scikit-learn does; a component
+        with numerically zero variance (:func:`null_components`) is output as 0 instead of
+        rounding noise blown up to unit variance)."""
         _check_fitted(self, "components_")
         assert self.components_ is not None
         return _transform_blocks(X, self._device, self.n_features_in_, "PCA", self._projector(self._device))
@@ -320,7 +337,8 @@ class PCA:
         std = None
         if self.whiten:
             s = np.sqrt(self.explained_variance_)
-            std = torch.as_tensor(np.maximum(s, np.finfo(np.float64).eps), device=dev)
+            s = np.where(null_components(self.explained_variance_), np.inf, np.maximum(s, np.finfo(np.float64).eps))
+            std = torch.as_tensor(s, device=dev)
 
         def fn(block: torch.Tensor) -> torch.Tensor:
             z = block - mean

@@ -17,7 +17,6 @@ SHORT = [
     "--set", "train.pretrain_epochs=2",
     "--set", "train.epochs=3",
     "--set", "train.n_init=3",
-    "--set", "unpair.score_epochs=2",
 ]
 METRICS = ("acc", "ari", "nmi", "f_score", "precision", "recall", "purity")
 

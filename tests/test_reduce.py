@@ -210,3 +210,21 @@ def test_fit_is_bit_reproducible_across_thread_counts() -> None:
         torch.set_num_threads(saved)
     assert a.components_.tobytes() == b.components_.tobytes()
     assert a.transform(x).tobytes() == b.transform(x).tobytes()
+
+
+def test_whiten_leaves_null_directions_at_zero(wikipedia_dir) -> None:
+    """Wikipedia's text features are topic proportions summing to 1: 10 columns spanning 9
+    directions. Whitening the 10th (zero-variance) direction would turn rounding noise into a
+    unit-variance column with no signal; it is output as 0, the other 9 match scikit-learn."""
+    import scipy.io
+    from sklearn.decomposition import PCA as SkPCA
+
+    from embed.reduce import PCA
+
+    text = scipy.io.loadmat(wikipedia_dir / "raw_features.mat")["T_tr"]
+    ours = PCA(10, whiten=True, device="cpu").fit(text)
+    out = ours.transform(text)
+    assert np.all(out[:, 9] == 0.0)
+    ref = SkPCA(9, whiten=True, svd_solver="full").fit(text).transform(text)
+    np.testing.assert_allclose(np.abs(out[:, :9]), np.abs(ref), atol=1e-6)
+    np.testing.assert_allclose(out[:, :9].std(axis=0, ddof=1), 1.0, atol=1e-9)
