@@ -82,7 +82,7 @@ class Adapter:
 
 def resolve(base_dir: Path, value: str) -> Path:
     p = Path(value).expanduser()
-    return p if p.is_absolute() else (Path(base_dir) / p)
+    return (p if p.is_absolute() else Path(base_dir) / p).resolve()
 
 
 def require_file(path: Path, what: str, fix: str = "") -> Path:
