@@ -63,7 +63,7 @@ def embed(
     out = Path(out)
     source = Store(src)
     conf = cfg.to_dict()
-    inputs = {"store": source.input_record()}
+    inputs = {"store": source.input_record(), **_weights_inputs(cfg, Path(base_dir))}
     key = run_key(STAGE, conf, inputs)
 
     done = _on_main(lambda: _reuse_or_check(out, key, reuse=reuse, overwrite=overwrite))
@@ -194,6 +194,28 @@ def _on_main(fn: Callable[[], T]) -> T:
 
 
 # -- encode -------------------------------------------------------------------------------------
+WEIGHT_KEYS = ("pretrained", "weights", "model_config")
+
+
+def _weights_inputs(cfg: EmbedConfig, base_dir: Path) -> dict[str, Any]:
+    """Local files an encoder table names (checkpoints, architecture JSON) with their sha256, so
+    that replacing a weights file in place changes the run key and nothing stale is reused."""
+    from prep.manifest import sha256_file
+
+    out: dict[str, Any] = {}
+    for modality, table in sorted(cfg.encoders.items()):
+        for key in WEIGHT_KEYS:
+            value = table.get(key)
+            if not isinstance(value, str) or not value:
+                continue
+            path = Path(value).expanduser()
+            path = path if path.is_absolute() else base_dir / path
+            if path.is_file():
+                out[f"{modality}.{key}"] = {"path": str(path.resolve()), "sha256": sha256_file(path),
+                                            "size": path.stat().st_size}
+    return out
+
+
 def _encode(
     store: Store, out: Path, cfg: EmbedConfig, *, base_dir: Path, device: torch.device, inputs: dict[str, Any]
 ) -> tuple[Store, dict[str, Any]]:

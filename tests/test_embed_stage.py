@@ -319,3 +319,20 @@ def test_real_encoders_passthrough_gives_the_same_store(wiki_paired: Path, tmp_p
     assert via["info"]["encoders"]["text"]["encoder"] == "features"
     assert Store(tmp_path / "via" / "encoded").lineage[-1]["stage"] == "embed.encode"
     assert [e["stage"] for e in via["lineage"]] == ["prep", "embed"]
+
+
+def test_local_weights_enter_the_run_key(tmp_path) -> None:
+    """A weights file replaced in place must not let embed reuse features made with the old one."""
+    from embed.config import EmbedConfig
+    from embed.stage import _weights_inputs
+
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"old weights")
+    cfg = EmbedConfig.from_dict({"encoders": {"image": {"encoder": "open_clip", "pretrained": "w.pt"}}})
+    before = _weights_inputs(cfg, tmp_path)
+    assert set(before) == {"image.pretrained"}
+    ckpt.write_bytes(b"new weights")
+    after = _weights_inputs(cfg, tmp_path)
+    assert after["image.pretrained"]["sha256"] != before["image.pretrained"]["sha256"]
+    tag = EmbedConfig.from_dict({"encoders": {"image": {"encoder": "open_clip", "pretrained": "laion2b_s34b_b79k"}}})
+    assert _weights_inputs(tag, tmp_path) == {}  # a pretrained tag is not a file: its name is in the config
