@@ -1,0 +1,131 @@
+"""Checkpoints: atomic writes, exact resume (same losses, same final state as an uninterrupted run),
+refusal of checkpoints from another config or input dims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mixbench.errors import ConfigError, DataError, StoreError
+from test_dm2c import build_wiki_benchmark
+from train import DM2C
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.data import BenchmarkData
+from train.runlog import RunLog, read_jsonl
+
+RUN = {"pretrain_epochs": 3, "epochs": 4, "n_init": 2, "device": "cpu", "checkpoint_every": 2}
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def wiki_bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
+    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("bench") / "bench")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(wiki_bench: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[DM2C, Path]:
+    d = tmp_path_factory.mktemp("full")
+    return DM2C(**RUN).fit(wiki_bench, checkpoint_dir=d / "checkpoints", runlog=RunLog(d)), d
+
+
+def _strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def _interrupt_at(phase: str, epoch: int):
+    def callback(p: str, e: int, row: dict) -> None:
+        if (p, e) == (phase, epoch):
+            raise Interrupt(f"{p} {e}")
+
+    return callback
+
+
+@pytest.mark.parametrize("phase,epoch", [("joint", 2), ("pretrain-text", 1), ("joint", 3)])
+def test_resume_gives_the_uninterrupted_run(
+    wiki_bench: Path, tmp_path: Path, uninterrupted: tuple[DM2C, Path], phase: str, epoch: int
+) -> None:
+    full, full_dir = uninterrupted
+    ckpt = tmp_path / "checkpoints"
+    with pytest.raises(Interrupt):
+        DM2C(**RUN).fit(wiki_bench, checkpoint_dir=ckpt, runlog=RunLog(tmp_path), callback=_interrupt_at(phase, epoch))
+    resumed = DM2C(**RUN).fit(wiki_bench, checkpoint_dir=ckpt, runlog=RunLog(tmp_path))
+    assert resumed.resumed_
+    # the same losses and metrics, epoch by epoch, and the same log files
+    assert _strip(resumed.history_) == _strip(full.history_)
+    assert _strip(read_jsonl(tmp_path / "epochs.jsonl")) == _strip(read_jsonl(full_dir / "epochs.jsonl"))
+    # the same final state: every parameter and BatchNorm statistic, the optimisers, the k-means result
+    a, b = full.model_.state_dict(), resumed.model_.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = full.trainer_.optimizers["generator"].state_dict()["state"]
+    sb = resumed.trainer_.optimizers["generator"].state_dict()["state"]
+    assert all(torch.equal(sa[i]["square_avg"], sb[i]["square_avg"]) for i in sa)
+    assert resumed.metrics_ == full.metrics_
+    assert np.array_equal(resumed.predict("test"), full.predict("test"))
+
+
+def test_finished_checkpoint_resumes_to_the_same_result(wiki_bench: Path, uninterrupted: tuple[DM2C, Path]) -> None:
+    full, full_dir = uninterrupted
+    again = DM2C(**RUN).fit(wiki_bench, checkpoint_dir=full_dir / "checkpoints")
+    assert again.resumed_ and again.metrics_ == full.metrics_
+    assert again.evaluation_.kmeans_seed == full.evaluation_.kmeans_seed
+    state = load_checkpoint(full_dir / "checkpoints" / "joint.pt")
+    assert state["phase"] == "joint" and state["epoch"] == 4 and len(state["history"]) == 3 + 3 + 4
+    for name in ("pretrain-image.pt", "pretrain-text.pt", "last.pt"):
+        assert (full_dir / "checkpoints" / name).exists()
+    assert set(state["rng"]) == {"torch", "numpy"} and state["config"]["epochs"] == 4
+    assert state["input"]["dims"] == {"image": 10, "text": 10}
+
+
+def test_checkpoint_of_another_config_is_refused(wiki_bench: Path, uninterrupted: tuple[DM2C, Path], tmp_path: Path) -> None:
+    _, full_dir = uninterrupted
+    ckpt = full_dir / "checkpoints"
+    with pytest.raises(ConfigError, match=r"fields that differ: epochs: 4 \(checkpoint\) vs 5 \(now\); lr_g: 0\.0001 \(checkpoint\) vs 0\.001"):
+        DM2C(**{**RUN, "lr_g": 1e-3, "epochs": 5}).fit(wiki_bench, checkpoint_dir=ckpt)
+    with pytest.raises(ConfigError, match="seed"):
+        DM2C(**{**RUN, "seed": 1}).fit(wiki_bench, checkpoint_dir=ckpt)
+    # fields that do not change the trained state may differ
+    DM2C(**{**RUN, "plots": False, "checkpoint_every": 0, "baselines": False}).fit(wiki_bench, checkpoint_dir=ckpt)
+    # a model trained on 10-d features cannot take 8-d ones
+    data = BenchmarkData.from_store(wiki_bench)
+    for s in data.splits.values():
+        for m in s.x:
+            s.x[m] = s.x[m][:, :8].contiguous()
+    data.dims.update({m: 8 for m in data.dims})
+    with pytest.raises(DataError, match=r"feature dims \{'image': 10, 'text': 10\}, the input has \{'image': 8, 'text': 8\}"):
+        DM2C(**RUN).fit(data, checkpoint_dir=ckpt)
+    # another input store (same dims)
+    with pytest.raises(DataError, match="another input store"):
+        DM2C(**RUN).fit(wiki_bench, checkpoint_dir=ckpt, input_sha256="0" * 64)
+
+
+def test_atomic_write_and_damaged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    from train.checkpoint import FORMAT, VERSION
+
+    good = {"format": FORMAT, "version": VERSION, "x": torch.arange(3)}
+    save_checkpoint(path, good)
+    real_save = torch.save
+
+    def crash(obj: Any, f: Any) -> None:
+        real_save({"partial": torch.zeros(1000)}, f)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {**good, "x": torch.arange(5)})
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["x"], torch.arange(3))  # the old checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(StoreError, match="cannot read the checkpoint"):
+        load_checkpoint(path)
+    save_checkpoint(path, {"format": "other"})
+    with pytest.raises(StoreError, match="not a mixbench DM2C checkpoint"):
+        load_checkpoint(path)

@@ -1,0 +1,194 @@
+"""DM2C model and faithful trainer on a small real benchmark (Wikipedia, 10-d, CPU, short schedules).
+
+``build_wiki_benchmark`` makes the benchmark the way the embed and unpair stages do for the default
+recipe (per-modality PCA to 10 whitened components fitted on the training pairs; every pair split
+into an image-only or a text-only instance by a seeded permutation, reference-dm2c.md §2) and writes
+it with the real StoreWriter. test_checkpoint.py and test_train_stage.py import it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mixbench.errors import ConfigError, DataError
+from prep.manifest import lineage_entry, run_key
+from prep.store import Store, StoreWriter, feature_schema
+from train import DM2C, TrainConfig, TrainingDiverged, list_variants
+from train.data import BenchmarkData
+from train.dm2c import Architecture, DeepAE, DM2CNet, default_hiddens
+
+SHORT = {"pretrain_epochs": 2, "epochs": 3, "n_init": 3, "device": "cpu"}
+METRICS = ("acc", "ari", "nmi", "f_score", "precision", "recall", "purity")
+
+
+def build_wiki_benchmark(paired: Path, out: Path, *, dim: int = 10, seed: int = 0) -> Path:
+    """A kind="benchmark" store from the Wikipedia paired store: PCA(dim, whiten) per modality fitted
+    on the training pairs, then each pair of each split kept as image-only (the first ceil(n/2) of a
+    seeded permutation) or text-only (the rest), pair links broken (-1)."""
+    src = Store(paired)
+    tables = {s: {m: src.load(s, m) for m in src.modalities} for s in src.splits}
+    proj = {}
+    for m in src.modalities:
+        x = tables["train"][m]["feat"].astype(np.float64)
+        mu = x.mean(0)
+        _, sv, vt = np.linalg.svd(x - mu, full_matrices=False)
+        proj[m] = (mu, vt[:dim].T / (sv[:dim] / np.sqrt(len(x) - 1)))
+    conf = {"dim": dim, "whiten": True, "ratio": 1.0, "mode": "drop", "seed": seed}
+    inputs = {"store": src.input_record()}
+    writer = StoreWriter(
+        out, kind="benchmark", dataset=src.dataset, classes=src.classes,
+        schema={m: feature_schema(dim) for m in src.modalities},
+        lineage=src.lineage + [lineage_entry("test-benchmark", conf, inputs, seed=seed)],
+        run_key=run_key("test-benchmark", conf, inputs),
+    )
+    for split in src.splits:
+        n = len(tables[split][src.modalities[0]]["id"])
+        perm = np.random.default_rng(seed).permutation(n)
+        first = np.zeros(n, dtype=bool)
+        first[perm[: (n + 1) // 2]] = True
+        shard = {}
+        for i, m in enumerate(src.modalities):
+            keep = first if i == 0 else ~first
+            t = tables[split][m]
+            mu, p = proj[m]
+            shard[m] = {"id": t["id"][keep], "label": t["label"][keep], "pair": np.full(int(keep.sum()), -1),
+                        "feat": ((t["feat"][keep] - mu) @ p).astype(np.float32)}
+        writer.write_shard(split, 0, shard)
+    writer.finish({"test_fixture": "PCA whiten per modality + random halves"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def wiki_bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
+    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("bench") / "bench")
+
+
+@pytest.fixture(scope="module")
+def fitted(wiki_bench: Path) -> DM2C:
+    return DM2C(**SHORT, pretrain_lr=[1e-3, 1e-3]).fit(wiki_bench)
+
+
+# -- architecture ------------------------------------------------------------------------------
+
+
+def test_width_rule_gives_the_reference_configurations() -> None:
+    assert default_hiddens(2048) == [1024, 256, 128]  # reference train.py, Wikipedia
+    assert default_hiddens(10) == [32, 16, 8]  # reference-dm2c.md §3 anchor
+    arch = Architecture.resolve(TrainConfig(), 10)
+    assert arch.map_hiddens == (8, 16, 8) and arch.critic_hidden == 2 and arch.latent == 8
+    arch = Architecture.resolve(TrainConfig(hiddens=[64, 4], critic_hidden=3), 10)
+    assert arch.hiddens == (64, 4) and arch.map_hiddens == (4, 8, 4) and arch.critic_hidden == 3
+    with pytest.raises(ConfigError, match="map_hiddens"):
+        TrainConfig(hiddens=[32, 8], map_hiddens=[8, 16])
+    with pytest.raises(DataError, match="at least 2"):
+        default_hiddens(1)
+
+
+def test_layers_follow_the_reference_code() -> None:
+    ae = DeepAE(10, [32, 16, 8])
+    kinds = lambda seq: [type(m).__name__ for m in seq]  # noqa: E731
+    assert kinds(ae.encoder) == ["Linear", "LeakyReLU", "BatchNorm1d", "Linear", "LeakyReLU", "BatchNorm1d", "Linear"]
+    assert kinds(ae.decoder) == ["Linear", "LeakyReLU", "BatchNorm1d", "Linear", "LeakyReLU", "BatchNorm1d",
+                                 "Linear", "LeakyReLU"]
+    assert [m.out_features for m in ae.decoder if isinstance(m, torch.nn.Linear)] == [16, 32, 10]
+    net = DM2CNet(Architecture.resolve(TrainConfig(), 10), torch.Generator().manual_seed(0))
+    assert [m.out_features for m in net.d_a if isinstance(m, torch.nn.Linear)] == [2, 1]
+    groups = net.generator_parameters()
+    assert len(groups[0]["params"]) == 2 * len(list(ae.parameters()))
+    # init draws from the given generator only: same seed, same weights; global RNG untouched
+    state = torch.random.get_rng_state()
+    a = DM2CNet(net.arch, torch.Generator().manual_seed(1))
+    b = DM2CNet(net.arch, torch.Generator().manual_seed(1))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def test_short_run_losses_finite_and_reconstruction_falls(fitted: DM2C) -> None:
+    rows = fitted.history_
+    assert [r["phase"] for r in rows] == ["pretrain-image"] * 2 + ["pretrain-text"] * 2 + ["joint"] * 3
+    for m in ("image", "text"):
+        rec = [r["rec"] for r in rows if r["phase"] == f"pretrain-{m}"]
+        assert rec[-1] < rec[0]
+    joint = [r for r in rows if r["phase"] == "joint"]
+    for r in joint:
+        assert r["steps"] == 17  # ceil(2173 / 128) mixed batches
+        assert r["critic_steps"] == 3  # every 5th iteration
+        for k in ("loss_g", "rec_image", "rec_text", "cyc_image", "cyc_text", "cycrec_image", "cycrec_text",
+                  "adv", "loss_d", "d_image", "d_text"):
+            assert np.isfinite(r[k]), k
+        for split in ("train", "test"):
+            assert all(0 <= r[f"{split}_{k}"] <= 1 for k in METRICS if k != "ari")
+    assert joint[-1]["rec_image"] < rows[0]["rec"]  # the joint phase starts from the pre-trained AE
+    # critic weights are clipped to ±0.05
+    assert max(float(p.detach().abs().max()) for p in fitted.model_.critic_parameters()) <= 0.05 + 1e-7
+
+
+def test_estimator_api(fitted: DM2C) -> None:
+    test = fitted.data_.splits["test"]
+    emb = fitted.transform("test")
+    assert emb.shape == (693, 8) and emb.dtype == np.float32
+    pred = fitted.predict("test")
+    assert pred.shape == (693,) and set(np.unique(pred)) <= set(range(10))
+    assert np.array_equal(pred, fitted.evaluation_.predictions["test"])
+    assert fitted.score("test") == fitted.metrics_["test"]
+    assert set(fitted.score("test")) == set(METRICS)
+    # (features, modality) input: rows keep the caller's order
+    x = torch.cat([test.x["text"], test.x["image"]]).numpy()
+    flags = np.r_[np.ones(test.n("text"), int), np.zeros(test.n("image"), int)]
+    out = fitted.transform((x, flags))
+    np.testing.assert_allclose(out[: test.n("text")], emb[test.n("image"):], rtol=0, atol=1e-6)
+    assert np.array_equal(fitted.predict((x, flags))[test.n("text"):], pred[: test.n("image")])
+    params = fitted.get_params()
+    assert params["epochs"] == 3 and DM2C(**params).get_params() == params
+    with pytest.raises(ConfigError, match="not fitted"):
+        DM2C().predict("test")
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        DM2C(epoch=3)
+    assert "faithful" in list_variants()
+    with pytest.raises(ConfigError, match="Available: faithful"):
+        DM2C(variant="nope")
+
+
+def test_naive_gan_no_batchnorm_second_space(wiki_bench: Path) -> None:
+    m = DM2C(pretrain_epochs=1, epochs=2, n_init=2, device="cpu", gan="naive", batchnorm=False, eval_every=0,
+             unify="second").fit(wiki_bench)
+    joint = [r for r in m.history_ if r["phase"] == "joint"]
+    assert "test_acc" not in joint[0] and "test_acc" in joint[1]  # eval_every 0: final epoch only
+    assert all(np.isfinite(r["loss_g"]) and np.isfinite(r["loss_d"]) for r in joint)
+    assert not any(isinstance(mod, torch.nn.BatchNorm1d) for mod in m.model_.modules())
+    # unified into the text latent space: text rows are their own encoder latents
+    test = m.data_.splits["test"]
+    with torch.no_grad():
+        z_text = m.model_.aes[1].encoder(test.x["text"]).numpy()
+    np.testing.assert_allclose(m.transform("test")[test.n("image"):], z_text, rtol=0, atol=1e-6)
+
+
+def test_different_dims_are_an_error(wiki_bench: Path) -> None:
+    data = BenchmarkData.from_store(wiki_bench)
+    for s in data.splits.values():
+        s.x["text"] = s.x["text"][:, :8]
+    data.dims["text"] = 8
+    with pytest.raises(DataError, match="shared dimension"):
+        DM2C(**SHORT).fit(data)
+
+
+def test_nan_stops_training_and_keeps_last_checkpoint(wiki_bench: Path, tmp_path: Path) -> None:
+    data = BenchmarkData.from_store(wiki_bench)
+
+    def poison(phase: str, epoch: int, row: dict) -> None:
+        if phase == "pretrain-image" and epoch == 1:
+            data.splits["train"].x["text"][5, 3] = float("nan")
+
+    with pytest.raises(TrainingDiverged, match=r"phase pretrain-text, epoch 0, step \d+") as exc:
+        DM2C(**SHORT, checkpoint_every=1).fit(data, checkpoint_dir=tmp_path, callback=poison)
+    assert "last.pt" in str(exc.value)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["phase"] == "pretrain-image" and state["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

@@ -1,0 +1,25 @@
+"""train: DM2C and its k-means baselines on a benchmark store (design §5).
+
+- :class:`TrainConfig` — the ``[train]`` keys (= CLI flags = estimator settings).
+- :class:`DM2C` — scikit-learn-style estimator: ``fit(store_or_data)``, ``transform``, ``predict``, ``score``.
+- :func:`train` — the stage: benchmark store → run folder (metrics.json, report.md, epochs.jsonl/csv,
+  plots, checkpoints, run.json).
+- :func:`list_variants` — the registered DM2C variants (``faithful`` = the reference code).
+"""
+
+from .config import TrainConfig
+from .dm2c import FaithfulTrainer, TrainingDiverged, Variant, get_variant, list_variants, register_variant
+from .estimator import DM2C
+from .stage import train
+
+__all__ = [
+    "DM2C",
+    "FaithfulTrainer",
+    "TrainConfig",
+    "TrainingDiverged",
+    "Variant",
+    "get_variant",
+    "list_variants",
+    "register_variant",
+    "train",
+]

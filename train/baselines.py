@@ -1,0 +1,155 @@
+"""k-means baselines reported next to every DM2C result (design §5, reference-dm2c.md §7).
+
+Methods (each fitted on the ``train`` split and applied with ``predict`` to every other split, as
+DM2C's evaluation does; k = the number of classes):
+
+- ``kmeans-pooled``: k-means on the pooled instances of both modalities, features as they are.
+- ``kmeans-centred``: the same after centring each modality on the mean of its own **train**
+  instances (the same train means are subtracted in every split).
+- ``kmeans-concat``: only for pairs still linked (``pair >= 0`` in both modalities): each linked
+  pair becomes one row, the concatenation of its two halves, and the metrics are computed on
+  **those pairs only** (``n_rows`` says how many). Not a mixed-modal method: it shows what the
+  pairing would be worth. Left out when the train split has no linked pair; a split without
+  linked pairs gets no entry.
+
+Each entry holds the seven :data:`train.metrics.METRICS` plus diagnostics: ``n_rows`` (rows
+evaluated), and for the pooled methods ``acc_<modality>`` (ACC of that modality's rows, with the
+Hungarian matching done within them, as the reference diagnostics) and ``modality_nmi`` (NMI
+between clusters and the modality of each row: high means the clusters split by modality).
+
+>>> from train.data import BenchmarkData                                # doctest: +SKIP
+>>> res = kmeans_baselines(BenchmarkData.from_store("out/bench"))       # doctest: +SKIP
+>>> res["kmeans-pooled"]["test"]["acc"]                                 # doctest: +SKIP
+0.336...
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mixbench.errors import DataError
+
+from .data import BenchmarkData, SplitTensors
+from .kmeans import KMeans
+from .metrics import METRICS, clustering_metrics
+
+log = logging.getLogger(__name__)
+
+METHODS = ("kmeans-pooled", "kmeans-centred", "kmeans-concat")
+DIAGNOSTICS = ("n_rows", "modality_nmi")
+"""Diagnostic keys besides :data:`METRICS` (plus ``acc_<modality>`` per modality for pooled methods)."""
+
+Rows = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+"""(features, labels, modality index per row or None)."""
+
+
+def _pooled(split: SplitTensors, shift: dict[str, torch.Tensor] | None = None) -> Rows:
+    xs = split.x if shift is None else {m: v - shift[m] for m, v in split.x.items()}
+    return SplitTensors(xs, split.y, split.pair, split.ids).pooled()
+
+
+def _concat(split: SplitTensors, name: str) -> Rows | None:
+    """One row per linked pair: the two halves side by side; None when no pair is linked."""
+    a, b = split.modalities[:2]
+    ia, ib = split.linked()
+    if len(ia) == 0:
+        return None
+    ya, yb = split.y[a][ia], split.y[b][ib]
+    bad = ya != yb
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise DataError(
+            f"split '{name}': linked pair {int(split.pair[a][ia[i]])} has label {int(ya[i])} in '{a}' but "
+            f"{int(yb[i])} in '{b}' ({int(bad.sum())} such pairs); the two halves of a pair must share "
+            "their label. Rebuild the benchmark store."
+        )
+    return torch.cat([split.x[a][ia], split.x[b][ib]], dim=1), ya, None
+
+
+def _scores(labels: Any, y: torch.Tensor, flags: torch.Tensor | None, modalities: list[str]) -> dict[str, float]:
+    y_np = y.cpu().numpy()
+    lab = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+    out = clustering_metrics(y_np, lab)
+    out["n_rows"] = float(len(y_np))
+    if flags is not None:
+        f = flags.cpu().numpy()
+        for i, m in enumerate(modalities):
+            sel = f == i
+            if sel.any():
+                out[f"acc_{m}"] = clustering_metrics(y_np[sel], lab[sel])["acc"]
+        out["modality_nmi"] = clustering_metrics(f, lab)["nmi"]
+    return out
+
+
+def kmeans_baselines(
+    data: BenchmarkData,
+    *,
+    seed: int = 0,
+    n_init: int = 20,
+    device: str | torch.device | None = None,
+    max_iter: int = 1000,
+    tol: float = 5e-5,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{method: {split: metrics}}`` for the k-means baselines of ``data`` (see the module doc).
+
+    k-means: :class:`train.kmeans.KMeans` with ``n_clusters = data.n_classes`` and the given
+    ``n_init``, ``max_iter``, ``tol`` and ``seed``, on ``device`` (default: where the features are)."""
+    if "train" not in data.splits:
+        raise DataError(f"the benchmark has no 'train' split (splits: {list(data.splits)}); baselines are fitted on train.")
+    if data.n_classes < 1:
+        raise DataError("the benchmark has no classes; k-means baselines need k = number of classes ≥ 1.")
+    train = data.splits["train"]
+    order = ["train"] + [s for s in data.splits if s != "train"]
+    mods = list(data.modalities)
+
+    makers: dict[str, Callable[[SplitTensors, str], Rows | None]] = {}
+    dims = {m: int(v.shape[1]) for m, v in train.x.items()}
+    if len(set(dims.values())) == 1:
+        means = {m: train.x[m].mean(0) if len(train.x[m]) else train.x[m].new_zeros(dims[m]) for m in mods}
+        makers["kmeans-pooled"] = lambda s, name: _pooled(s)
+        makers["kmeans-centred"] = lambda s, name: _pooled(s, means)
+    else:
+        log.warning(
+            "modalities have different feature dims %s: kmeans-pooled and kmeans-centred need one shared "
+            "dimension and are skipped (set [embed] dim to a common value).", dims,
+        )
+    makers["kmeans-concat"] = _concat
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    k = data.n_classes
+    for method, make in makers.items():
+        rows = make(train, "train")
+        if rows is None:
+            log.info("%s: the train split has no linked pairs; skipped.", method)
+            continue
+        x, y, flags = rows
+        if len(x) < k:
+            raise DataError(
+                f"{method}: the train split has {len(x)} rows for k = {k} clusters; k-means needs at least k rows."
+            )
+        km = KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, device=device or "auto").fit(x)
+        per_split = {"train": _scores(km.labels_, y, flags, mods)}
+        for name in order[1:]:
+            rows = make(data.splits[name], name)
+            if rows is None:
+                log.info("%s: split '%s' has no linked pairs; no entry.", method, name)
+                continue
+            xs, ys, fs = rows
+            if len(xs) == 0:
+                log.info("%s: split '%s' has no rows; no entry.", method, name)
+                continue
+            per_split[name] = _scores(km.predict(xs), ys, fs, mods)
+        results[method] = per_split
+        for name, m in per_split.items():
+            log.info(
+                "%s [%s] %d rows: %s", method, name, int(m["n_rows"]), ", ".join(f"{key} {m[key]:.4f}" for key in METRICS)
+            )
+    if not results:
+        raise DataError(
+            "no k-means baseline could run: the modalities have different dims and no pair is linked in train."
+        )
+    return results

@@ -1,0 +1,290 @@
+"""The train stage: benchmark store → run folder.
+
+``train(src, out, config)`` fits :class:`train.estimator.DM2C` on the store (checkpoints under
+``out/checkpoints``, resumed when compatible), runs the k-means baselines, and writes::
+
+    out/metrics.json     per method ("dm2c" and every baseline) per split, the seven metrics; seed,
+                         epochs, wall time (total and per part), config, lineage, versions
+    out/report.md        the results tables (DM2C paper layout), run facts, warnings, plot links
+    out/epochs.jsonl     per-epoch losses and metrics (also out/epochs.csv)
+    out/embeddings.npz   final unified embeddings, labels, predictions, modality flags, row ids
+    out/plots/*.png      loss curves, metric curves, test embedding map, matched confusion matrix
+    out/checkpoints/     last.pt, and <phase>.pt at each phase end
+    out/run.json         written last (atomically): marks the run complete, records its run key
+
+An identical finished run (same config hash and input manifest sha256) is reused (``reuse``). A
+finished run of another config needs ``overwrite``; so does an interrupted one whose checkpoint
+another config wrote (without ``overwrite`` it is refused, naming the fields that differ).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixbench import dist
+from mixbench.device import resolve_device
+from mixbench.errors import ConfigError, DataError, StoreError
+from prep.manifest import atomic_write_bytes, atomic_write_json, lineage_entry, now, run_key, sha256_file, versions
+from prep.store import Store
+
+from .checkpoint import check_compatible, load_checkpoint
+from .config import TrainConfig
+from .data import BenchmarkData
+from .dm2c import check_benchmark
+from .estimator import DM2C
+from .report import make_plots, results_tables, write_report
+from .runlog import RunLog
+
+log = logging.getLogger(__name__)
+
+RUN_MARKER = "run.json"
+RUN_SCHEMA = "mixbench-train-run"
+RUN_FILES = (RUN_MARKER, "metrics.json", "report.md", "epochs.jsonl", "epochs.csv", "embeddings.npz")
+RUN_DIRS = ("checkpoints", "plots")
+ACCEPTED_KINDS = ("benchmark", "features")
+
+
+def train(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    reuse: bool = True,
+) -> dict[str, Any]:
+    """Train DM2C (and the k-means baselines) on the benchmark store ``src``; write the run folder ``out``.
+
+    Returns ``{"run_dir", "metrics" (the metrics.json payload), "table" (markdown, as the CLI prints it),
+    "reused", "run_key"}``. Under ``torchrun`` the run happens on rank 0 (DM2C is small: one device is
+    plenty) and every rank gets its result."""
+    info = dist.info()
+    if not info.enabled:
+        return _train(src, out, config, overwrite=overwrite, reuse=reuse)
+    outcome: tuple[str, Any] = ("ok", None)
+    if info.is_main:
+        try:
+            outcome = ("ok", _train(src, out, config, overwrite=overwrite, reuse=reuse))
+        except Exception as exc:  # every rank must leave the collective call below
+            outcome = ("error", exc)
+    status, value = dist.broadcast_object(outcome)
+    if status == "error":
+        raise value
+    return value
+
+
+def _train(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: TrainConfig | Mapping[str, Any] | None,
+    *,
+    overwrite: bool,
+    reuse: bool,
+) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    out = Path(out)
+    store = Store(src)
+    if store.kind not in ACCEPTED_KINDS:
+        raise StoreError(
+            f"{store.path}: a '{store.kind}' store; train needs a benchmark store (unpair output) or a "
+            "features store (embed output) with a 'feat' column per modality."
+        )
+    inputs = {"store": store.input_record()}
+    conf = cfg.to_dict()
+    key = run_key("train", conf, inputs)
+    if reuse and (done := finished_run(out, key)) is not None:
+        log.info("train: %s is complete with the same config and input; reusing it", out)
+        return {"run_dir": str(out), "metrics": done, "table": results_tables(done["methods"], variant=done["config"]["variant"]),
+                "reused": True, "run_key": key}
+    entry = lineage_entry("train", conf, inputs, seed=cfg.seed)
+    device = resolve_device(cfg.device)
+    data = BenchmarkData.from_store(store, device=device)
+    check_benchmark(data, cfg)
+    warnings = check_data(data, store)
+    _prepare_run_dir(out, cfg, data, store.manifest_sha256, overwrite=overwrite)
+
+    runlog = RunLog(out)
+    if not (out / "checkpoints" / "last.pt").exists():
+        runlog.restore([])
+    model = DM2C(cfg).fit(data, checkpoint_dir=out / "checkpoints", runlog=runlog, input_sha256=store.manifest_sha256)
+    runlog.write_csv()
+    ev = model.evaluation_
+    phases = dict(model.timings_)
+
+    methods: dict[str, dict[str, dict[str, float]]] = {"dm2c": ev.metrics}
+    if cfg.baselines:
+        from .baselines import kmeans_baselines
+
+        t0 = time.perf_counter()
+        methods.update(kmeans_baselines(data, seed=cfg.seed, n_init=cfg.n_init, device=device))
+        phases["baselines"] = time.perf_counter() - t0
+
+    trainer = model.trainer_
+    split_eval = "test" if "test" in ev.embeddings else "train"
+    test_view = _split_view(trainer, ev, split_eval)
+    t0 = time.perf_counter()
+    _write_embeddings(out / "embeddings.npz", trainer, ev)
+    plots = make_plots(out, runlog.rows, modalities=data.modalities, classes=data.classes, test=test_view) if cfg.plots else {}
+    phases["report"] = time.perf_counter() - t0
+    entry["finished"] = now()
+    entry["run_key"] = key
+    payload = {
+        "schema": RUN_SCHEMA,
+        "dataset": store.dataset,
+        "classes": data.classes,
+        "modalities": data.modalities,
+        "methods": methods,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "pretrain_epochs": cfg.pretrain_epochs,
+        "final_epoch": ev.epoch,
+        "n_clusters": trainer.n_clusters,
+        "kmeans_seed": ev.kmeans_seed,
+        "diagnostics": ev.diagnostics,
+        "architecture": trainer.arch.to_dict(),
+        "skipped_batches": trainer.skipped_batches,
+        "resumed": model.resumed_,
+        "wall_time": {"total": time.perf_counter() - t_start, "phases": {k: round(v, 4) for k, v in phases.items()}},
+        "device": device_name(device),
+        "config": conf,
+        "config_hash": cfg.config_hash(),
+        "input": inputs["store"],
+        "data": {"rows": {s: {m: t.n(m) for m in data.modalities} for s, t in data.splits.items()},
+                 "dims": data.dims, "warnings": warnings},
+        "lineage": store.lineage + [entry],
+        "versions": versions(),
+        "run_key": key,
+    }
+    atomic_write_json(out / "metrics.json", payload)
+    write_report(out, payload, plots)
+    atomic_write_json(out / RUN_MARKER, {
+        "schema": RUN_SCHEMA,
+        "run_key": key,
+        "config_hash": cfg.config_hash(),
+        "input_manifest_sha256": store.manifest_sha256,
+        "finished": now(),
+        "files": {name: sha256_file(out / name) for name in RUN_FILES[1:] if (out / name).exists()},
+    })
+    table = results_tables(methods, variant=cfg.variant)
+    log.info("train: wrote %s (%.1f s)", out, payload["wall_time"]["total"])
+    return {"run_dir": str(out), "metrics": payload, "table": table, "reused": False, "run_key": key}
+
+
+# ---------------------------------------------------------------------------------------------
+# run folder state
+# ---------------------------------------------------------------------------------------------
+
+
+def finished_run(out: str | os.PathLike[str], key: str) -> dict[str, Any] | None:
+    """The metrics.json payload of a complete run at ``out`` with run key ``key``, else None."""
+    out = Path(out)
+    try:
+        marker = json.loads((out / RUN_MARKER).read_text())
+        if marker.get("run_key") != key:
+            return None
+        for name, digest in marker.get("files", {}).items():
+            if sha256_file(out / name) != digest:
+                log.warning("train: %s changed since the run finished; redoing the run", out / name)
+                return None
+        return json.loads((out / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def clear_run(out: Path) -> None:
+    """Remove a run folder's own files (those listed in RUN_FILES / RUN_DIRS); nothing else."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def _prepare_run_dir(out: Path, cfg: TrainConfig, data: BenchmarkData, input_sha256: str, *, overwrite: bool) -> None:
+    """Start afresh, or keep a compatible interrupted run's checkpoint for resuming."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / RUN_MARKER).exists():
+        if not overwrite:
+            raise StoreError(
+                f"{out} holds a finished run of another config or input (or reuse is off); pass overwrite=True "
+                "(CLI: --overwrite) to replace it, or choose another output folder."
+            )
+        log.info("train: replacing the finished run in %s", out)
+        clear_run(out)
+        return
+    last = out / "checkpoints" / "last.pt"
+    if not last.exists():
+        clear_run(out)
+        return
+    try:
+        state = load_checkpoint(last)
+        check_compatible(state, cfg, dims=dict(data.dims), input_sha256=input_sha256, variant=cfg.variant, path=last)
+    except (ConfigError, DataError, StoreError):
+        if not overwrite:
+            raise
+        log.info("train: the checkpoint in %s is from another config or input; starting afresh (overwrite)", out)
+        clear_run(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# input checks and outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def check_data(data: BenchmarkData, store: Store) -> list[str]:
+    """Errors for unusable input; warnings (returned, shown in the report) for classes without rows."""
+    warnings = []
+    for split, s in data.splits.items():
+        for m in data.modalities:
+            if s.n(m) == 0 and split != "train":
+                warnings.append(f"split '{split}' has no rows of modality '{m}'.")
+        y = torch.cat([s.y[m] for m in data.modalities])
+        counts = torch.bincount(y.cpu(), minlength=data.n_classes).tolist() if len(y) else [0] * data.n_classes
+        empty = [data.classes[i] for i, c in enumerate(counts[: data.n_classes]) if c == 0]
+        if empty:
+            warnings.append(f"split '{split}': class(es) with no rows: {', '.join(empty)} (metrics count them as absent).")
+    for w in warnings:
+        log.warning("train: %s: %s", store.path, w)
+    return warnings
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def _split_view(trainer: Any, ev: Any, split: str) -> dict[str, np.ndarray]:
+    s = trainer.data.splits[split]
+    return {
+        "embedding": ev.embeddings[split].cpu().numpy(),
+        "y_true": np.concatenate([s.y[m].cpu().numpy() for m in trainer.modalities]),
+        "y_pred": ev.predictions[split],
+        "modality": np.concatenate([np.full(s.n(m), i) for i, m in enumerate(trainer.modalities)]),
+    }
+
+
+def _write_embeddings(path: Path, trainer: Any, ev: Any) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for split in ev.embeddings:
+        view = _split_view(trainer, ev, split)
+        s = trainer.data.splits[split]
+        arrays[f"{split}_embedding"] = view["embedding"]
+        arrays[f"{split}_label"] = view["y_true"]
+        arrays[f"{split}_cluster"] = view["y_pred"]
+        arrays[f"{split}_modality"] = view["modality"]
+        arrays[f"{split}_id"] = np.concatenate([np.asarray(s.ids[m], dtype=str) for m in trainer.modalities])
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
