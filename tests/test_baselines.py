@@ -10,6 +10,7 @@ rows 0.588; centred ACC 0.3450 ± 0.0025, NMI 0.3008, cluster–modality NMI 0.3
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 import math
 from pathlib import Path
 
@@ -31,6 +32,16 @@ def _tensors(xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], ps: dict[str,
         pair={m: torch.as_tensor(v, dtype=torch.long) for m, v in ps.items()},
         ids={m: np.asarray([f"{m}{i}" for i in range(len(v))], dtype=object) for m, v in ys.items()},
     )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Small problems: one torch thread is as fast, and immune to thread-barrier stalls when the
+    2-core CI machine is shared. Restored afterwards."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")

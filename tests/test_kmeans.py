@@ -4,6 +4,7 @@ predict, tol/max_iter, input kinds, bad input, empty clusters. All on CPU, a few
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 import sys
 from pathlib import Path
 
@@ -21,6 +22,16 @@ from train.kmeans import KMeans, kmeans
 def _inertia64(x: np.ndarray, centres: np.ndarray) -> float:
     d = ((x.astype(np.float64)[:, None, :] - np.asarray(centres, np.float64)[None]) ** 2).sum(2)
     return float(d.min(1).sum())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Small problems: one torch thread is as fast, and immune to thread-barrier stalls when the
+    2-core CI machine is shared. Restored afterwards."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")
