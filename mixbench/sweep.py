@@ -123,7 +123,7 @@ def _table(summary: list[dict[str, Any]], strategies: list[str], ratios: list[fl
     """Markdown: one row per (strategy, method), one column per ratio, mean ± std of the test metric."""
     methods = [method] + sorted({r["method"] for r in summary if r["method"] != method})
     head = f"test {metric.upper()} (mean ± std over {seeds} seed(s))"
-    lines = [f"| strategy | method | " + " | ".join(f"r = {r:g}" for r in ratios) + " |",
+    lines = ["| strategy | method | " + " | ".join(f"r = {r:g}" for r in ratios) + " |",
              "|---|---|" + "---|" * len(ratios)]
     for strategy in strategies:
         for m in methods:

@@ -5,6 +5,7 @@ Multiple Features CSVs in data/uci-mfeat); tests needing ../shared/data skip wit
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,16 @@ def wiki_paired(tmp_path_factory: pytest.TempPathFactory, wikipedia_dir: Path) -
     out = tmp_path_factory.mktemp("wiki") / "prep"
     prep.prepare({"adapter": "wikipedia", "root": str(wikipedia_dir), "shard_rows": 1000}, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Small problems run as fast on one torch thread, and a shared 2-core CI machine does not
+    stall them in thread barriers. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``; the count is restored after."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

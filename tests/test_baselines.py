@@ -10,7 +10,6 @@ rows 0.588; centred ACC 0.3450 ± 0.0025, NMI 0.3008, cluster–modality NMI 0.3
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 import math
 from pathlib import Path
 
@@ -34,14 +33,7 @@ def _tensors(xs: dict[str, np.ndarray], ys: dict[str, np.ndarray], ps: dict[str,
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small problems: one torch thread is as fast, and immune to thread-barrier stalls when the
-    2-core CI machine is shared. Restored afterwards."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ predict, tol/max_iter, input kinds, bad input, empty clusters. All on CPU, a few
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 import sys
 from pathlib import Path
 
@@ -24,14 +23,7 @@ def _inertia64(x: np.ndarray, centres: np.ndarray) -> float:
     return float(d.min(1).sum())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Small problems: one torch thread is as fast, and immune to thread-barrier stalls when the
-    2-core CI machine is shared. Restored afterwards."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,9 @@ import scipy.io
 import prep
 from mixbench.errors import ConfigError, DataError
 from prep.store import Store
+from mat_helpers import write_mat_v73
 
 N = 30
-
-
-def write_mat_v73(path: Path, variables: dict[str, np.ndarray]) -> None:
-    """A MATLAB v7.3 file as MATLAB writes it: HDF5 with a 512-byte header, arrays stored transposed."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        for k, v in variables.items():
-            ds = f.create_dataset(k, data=np.asarray(v).T)
-            ds.attrs["MATLAB_class"] = np.bytes_("uint8" if v.dtype == np.uint8 else "double")
-    with open(path, "r+b") as f:
-        f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .".ljust(128))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 import unpair
 from mixbench.errors import ConfigError, DataError, StoreError
@@ -22,12 +21,7 @@ MODS = ("image", "text")
 SCORER = {"score_epochs": 2, "score_window": 2, "score_hidden": 32, "score_dim": 16, "score_batch_size": 512, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(src: Path, out: Path, **cfg) -> dict:

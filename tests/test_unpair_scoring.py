@@ -21,13 +21,7 @@ N, DA, DB, N_BAD = 240, 24, 16, 12
 FAST = ScorerSettings(epochs=6, window=2, batch_size=64, lr=1e-2, hidden=64, dim=16, temperature=0.2, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest single-threaded (and do not fight the other test processes)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
