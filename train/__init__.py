@@ -4,11 +4,13 @@
 - :class:`DM2C` — scikit-learn-style estimator: ``fit(store_or_data)``, ``transform``, ``predict``, ``score``.
 - :func:`train` — the stage: benchmark store → run folder (metrics.json, report.md, epochs.jsonl/csv,
   plots, checkpoints, run.json).
-- :func:`list_variants` — the registered DM2C variants (``faithful`` = the reference code).
+- :func:`list_variants` — the registered DM2C variants (``faithful`` = the reference code;
+  ``dm2c-anchor``, see :mod:`train.variants`).
 """
 
 from .config import TrainConfig
 from .dm2c import FaithfulTrainer, TrainingDiverged, Variant, get_variant, list_variants, register_variant
+from . import variants  # registers the named variants beside 'faithful'
 from .estimator import DM2C
 from .stage import train
 

@@ -1,0 +1,70 @@
+"""The named DM2C variant beside the faithful trainer: dm2c-anchor (train.variants)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mixbench.errors import ConfigError
+from test_dm2c import SHORT, build_wiki_benchmark
+from train import DM2C, TrainConfig, get_variant, list_variants
+from train.data import BenchmarkData
+from train.variants import AnchorTrainer, silhouettes
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
+    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("variants") / "bench")
+
+
+def test_registered_and_faithful_is_default() -> None:
+    assert {"faithful", "dm2c-anchor"} <= set(list_variants())
+    assert TrainConfig().variant == "faithful"
+    assert get_variant("dm2c-anchor").trainer is AnchorTrainer
+    with pytest.raises(ConfigError, match=r"variant_options \(dm2c-anchor\): unknown key 'anker'"):
+        TrainConfig.from_dict({"variant": "dm2c-anchor", "variant_options": {"anker": "text"}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        TrainConfig.from_dict({"variant": "faithful", "variant_options": {"anchor": "text"}})
+
+
+def test_anchor_is_the_more_clusterable_modality(bench: Path) -> None:
+    """Label-free choice: on Wikipedia the text rows (LDA topics) cluster far better than the images."""
+    data = BenchmarkData.from_store(bench, "cpu")
+    sil = silhouettes(data.splits["train"], 10, torch.device("cpu"))
+    assert sil["text"] > sil["image"]
+
+
+def test_anchor_variant_fits_in_the_anchor_input_space(bench: Path) -> None:
+    model = DM2C(variant="dm2c-anchor", seed=0, **SHORT).fit(bench)
+    assert model.trainer_.modalities[model.trainer_.anchor] == "text"
+    data = BenchmarkData.from_store(bench, "cpu")
+    test = data.splits["test"]
+    emb = model.transform("test")
+    emb = emb.cpu().numpy() if hasattr(emb, "cpu") else np.asarray(emb)
+    # anchor (text) rows are their own input features; image rows are translated into that space
+    n_img = test.n("image")
+    np.testing.assert_allclose(emb[n_img:], test.x["text"].numpy(), rtol=0, atol=0)
+    assert emb.shape == (test.n(), data.dims["text"])
+    # the k-means was fitted on the text training rows: its centres live in the text input space
+    centres = model.kmeans_.cluster_centers_
+    centres = centres.cpu().numpy() if hasattr(centres, "cpu") else np.asarray(centres)
+    assert centres.shape == (10, data.dims["text"])
+    scores = model.score("test")
+    assert 0.0 <= scores["acc"] <= 1.0 and np.isfinite(scores["nmi"])
+
+
+def test_same_training_as_faithful(bench: Path) -> None:
+    """The variant changes the evaluation only: trained weights equal faithful's for one seed."""
+    a = DM2C(variant="faithful", seed=3, **SHORT).fit(bench)
+    b = DM2C(variant="dm2c-anchor", seed=3, variant_options={"anchor": "text"}, **SHORT).fit(bench)
+    sa, sb = a.model_.state_dict(), b.model_.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    with pytest.raises(ConfigError, match="not a modality"):
+        DM2C(variant="dm2c-anchor", variant_options={"anchor": "audio"}, **SHORT).fit(bench)
