@@ -121,7 +121,8 @@ def _summarise(cells: list[dict[str, Any]], strategies: list[str], ratios: list[
 
 def _table(summary: list[dict[str, Any]], strategies: list[str], ratios: list[float], metric: str, method: str, seeds: int) -> str:
     """Markdown: one row per (strategy, method), one column per ratio, mean ± std of the test metric."""
-    methods = [method] + sorted({r["method"] for r in summary if r["method"] != method})
+    tested = {r["method"] for r in summary if r["split"] == "test" and r[f"{metric}_mean"] == r[f"{metric}_mean"]}
+    methods = [method] + sorted(m for m in tested if m != method)  # e.g. kmeans-concat has no test rows at test_ratio 1
     head = f"test {metric.upper()} (mean ± std over {seeds} seed(s))"
     lines = ["| strategy | method | " + " | ".join(f"r = {r:g}" for r in ratios) + " |",
              "|---|---|" + "---|" * len(ratios)]
@@ -131,7 +132,10 @@ def _table(summary: list[dict[str, Any]], strategies: list[str], ratios: list[fl
             for ratio in ratios:
                 row = next((x for x in summary if x["strategy"] == strategy and x["ratio"] == ratio
                             and x["method"] == m and x["split"] == "test"), None)
-                cells.append("—" if row is None else f"{row[f'{metric}_mean']:.3f} ± {row[f'{metric}_std']:.3f}")
+                if row is None or row[f"{metric}_mean"] != row[f"{metric}_mean"]:  # absent or NaN (no such rows)
+                    cells.append("—")
+                else:
+                    cells.append(f"{row[f'{metric}_mean']:.3f} ± {row[f'{metric}_std']:.3f}")
             lines.append(f"| {strategy} | {m} | " + " | ".join(cells) + " |")
     return head + "\n\n" + "\n".join(lines)
 
@@ -156,7 +160,9 @@ def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[flo
         log.warning("matplotlib is not installed; no sweep plot")
         return
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for strategy in strategies:
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for si, strategy in enumerate(strategies):
+        colour = colours[si % len(colours)]
         for m, style in ((method, "-o"), ("kmeans-pooled", "--x")):
             rows = [next((x for x in summary if x["strategy"] == strategy and x["ratio"] == r and x["method"] == m
                           and x["split"] == "test"), None) for r in ratios]
@@ -164,7 +170,8 @@ def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[flo
                 continue
             means = [r[f"{metric}_mean"] for r in rows]  # type: ignore[index]
             stds = [r[f"{metric}_std"] for r in rows]  # type: ignore[index]
-            ax.errorbar(ratios, means, yerr=stds, fmt=style, capsize=3, label=f"{m}, {strategy}")
+            ax.errorbar(ratios, means, yerr=stds, fmt=style, color=colour, capsize=3, label=f"{m}, {strategy}",
+                        alpha=1.0 if m == method else 0.6)
     ax.set_xlabel("ratio of training pairs unpaired")
     ax.set_ylabel(f"test {metric.upper()}")
     ax.set_title(f"{method}: test {metric.upper()} against unpairing ratio")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -355,7 +356,7 @@ def unpair(
     *,
     overwrite: bool = False,
     reuse: bool = True,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Break a ratio of the training pairs of the features store ``src``; write the benchmark store ``out``.
 
@@ -375,6 +376,8 @@ def unpair(
         return {**done, "reused": True}
     entry = lineage_entry("unpair", conf, inputs, seed=cfg.seed)
 
+    if progress is None:  # bars on an interactive terminal at INFO level; off under -q and in logs
+        progress = log.isEnabledFor(logging.INFO) and sys.stderr.isatty()
     plans = [plan_split(store, split, mods, cfg, progress=progress) for split in store.splits]
     splits_info = {p.split: _split_summary(p, mods, store.classes, cfg.mode, store.multilabel) for p in plans}
     summary: dict[str, Any] = {
