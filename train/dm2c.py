@@ -649,21 +649,14 @@ class FaithfulTrainer:
             self.net.train(was_training)
 
     def evaluate(self, epoch: int, kmeans_seed: int | None = None) -> Evaluation:
-        """Embed train and test, fit k-means on train, predict test, all seven metrics on both."""
-        from .kmeans import KMeans
+        """Embed train and test, cluster (:meth:`cluster`), all seven metrics on both."""
         from .metrics import clustering_metrics
 
-        cfg = self.cfg
         with self.timer("eval-embed"):
             emb = {s: self.embed(s) for s in self.eval_splits}
         seed = int(self.rng.integers(2**31 - 1)) if kmeans_seed is None else int(kmeans_seed)
         with self.timer("kmeans"):
-            km = KMeans(self.n_clusters, n_init=cfg.n_init, max_iter=cfg.kmeans_max_iter, tol=cfg.kmeans_tol,
-                        seed=seed, device=self.device).fit(emb["train"])
-            preds = {"train": _numpy_labels(km.labels_)}
-            for s in self.eval_splits:
-                if s != "train":
-                    preds[s] = _numpy_labels(km.predict(emb[s]))
+            km, preds = self.cluster(emb, seed)
         with self.timer("metrics"):
             metrics = {s: clustering_metrics(self._labels_host[s], preds[s]) for s in self.eval_splits}
             diag = self._diagnostics(preds)
@@ -672,6 +665,23 @@ class FaithfulTrainer:
                         metrics=metrics, diagnostics=diag)
         self.last_eval = ev
         return ev
+
+    def kmeans(self, seed: int) -> Any:
+        """The evaluation k-means (the faithful settings: n_init, max_iter, tol of the config)."""
+        from .kmeans import KMeans
+
+        cfg = self.cfg
+        return KMeans(self.n_clusters, n_init=cfg.n_init, max_iter=cfg.kmeans_max_iter, tol=cfg.kmeans_tol,
+                      seed=seed, device=self.device)
+
+    def cluster(self, emb: dict[str, torch.Tensor], seed: int) -> tuple[Any, dict[str, np.ndarray]]:
+        """k-means fitted on the train embeddings; train rows take its labels, other splits ``predict``."""
+        km = self.kmeans(seed).fit(emb["train"])
+        preds = {"train": _numpy_labels(km.labels_)}
+        for s in self.eval_splits:
+            if s != "train":
+                preds[s] = _numpy_labels(km.predict(emb[s]))
+        return km, preds
 
     def _diagnostics(self, preds: dict[str, np.ndarray]) -> dict[str, float]:
         """Cluster-modality NMI and per-modality ACC of the last split evaluated (test when present):

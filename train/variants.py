@@ -24,13 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from mixbench.config import Config, option
 from mixbench.errors import ConfigError
 
 from .data import SplitTensors
-from .dm2c import Evaluation, FaithfulTrainer, Variant, _numpy_labels, register_variant
+from .dm2c import FaithfulTrainer, Variant, _numpy_labels, register_variant
 
 SILHOUETTE_SAMPLE = 5000
 
@@ -101,30 +102,15 @@ class AnchorTrainer(FaithfulTrainer):
         finally:
             self.net.train(was_training)
 
-    def evaluate(self, epoch: int, kmeans_seed: int | None = None) -> Evaluation:
-        """k-means fitted on the anchor's training rows, every row of every split assigned by predict."""
-        from .kmeans import KMeans
-        from .metrics import clustering_metrics
-
-        cfg = self.cfg
-        with self.timer("eval-embed"):
-            emb = {s: self.embed(s) for s in self.eval_splits}
-        seed = int(self.rng.integers(2**31 - 1)) if kmeans_seed is None else int(kmeans_seed)
+    def cluster(self, emb: dict[str, torch.Tensor], seed: int) -> tuple[Any, dict[str, np.ndarray]]:
+        """k-means fitted on the anchor's training rows; every row of every split assigned by predict."""
         n_first = self.train_split.n(self.modalities[0])
         anchor_rows = emb["train"][:n_first] if self.anchor == 0 else emb["train"][n_first:]
-        with self.timer("kmeans"):
-            km = KMeans(self.n_clusters, n_init=cfg.n_init, max_iter=cfg.kmeans_max_iter, tol=cfg.kmeans_tol,
-                        seed=seed, device=self.device).fit(anchor_rows)
-            preds = {s: _numpy_labels(km.predict(emb[s])) for s in self.eval_splits}
-        with self.timer("metrics"):
-            metrics = {s: clustering_metrics(self._labels_host[s], preds[s]) for s in self.eval_splits}
-            diag = self._diagnostics(preds)
-        diag["inertia"] = float(km.inertia_)
-        diag["anchor"] = float(self.anchor)
-        ev = Evaluation(epoch=epoch, kmeans_seed=seed, kmeans=km, embeddings=emb, predictions=preds,
-                        metrics=metrics, diagnostics=diag)
-        self.last_eval = ev
-        return ev
+        km = self.kmeans(seed).fit(anchor_rows)
+        return km, {s: _numpy_labels(km.predict(emb[s])) for s in self.eval_splits}
+
+    def _diagnostics(self, preds: dict[str, np.ndarray]) -> dict[str, float]:
+        return {**super()._diagnostics(preds), "anchor": float(self.anchor)}
 
 
 register_variant(Variant(
