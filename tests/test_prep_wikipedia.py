@@ -43,7 +43,8 @@ def test_real_store(wiki_paired: Path, wikipedia_dir: Path) -> None:
 
 
 def _copy(wikipedia_dir: Path, dst: Path) -> Path:
-    shutil.copytree(wikipedia_dir, dst)
+    """A copy to damage on purpose: without SHA256SUMS, which would (rightly) stop prep first."""
+    shutil.copytree(wikipedia_dir, dst, ignore=shutil.ignore_patterns("SHA256SUMS"))
     return dst
 
 
@@ -84,3 +85,28 @@ def test_missing_unreadable_and_nan(tmp_path: Path, wikipedia_dir: Path) -> None
     with pytest.raises(DataError, match="cannot read as a MATLAB file"):
         prep.prepare({"adapter": "wikipedia", "root": str(root)}, tmp_path / "o")
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_bundled_copy_is_the_documented_one(wikipedia_dir: Path, shared_data_dir: Path) -> None:
+    """data/wikipedia is a byte copy of the steering repo's shared/data/wikipedia."""
+    from prep.manifest import sha256_file
+
+    shared = shared_data_dir / "wikipedia"
+    if not shared.is_dir():
+        pytest.skip("shared/data/wikipedia is absent")
+    for name in ("raw_features.mat", "trainset_txt_img_cat.list", "testset_txt_img_cat.list", "categories.list"):
+        assert sha256_file(wikipedia_dir / name) == sha256_file(shared / name), name
+
+
+def test_damaged_copy_fails_its_sha256sums(wikipedia_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import prep
+
+    root = tmp_path / "wiki"
+    shutil.copytree(wikipedia_dir, root)
+    with open(root / "categories.list", "a") as f:
+        f.write("\n")
+    with pytest.raises(DataError, match=r"categories.list: sha256 .* does not match .*SHA256SUMS"):
+        prep.prepare({"adapter": "wikipedia", "root": str(root)}, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -545,7 +545,7 @@ class KMeans:
                 "k-means found %d distinct clusters, fewer than n_clusters = %d; X probably has fewer than %d "
                 "distinct rows.", used, k, k,
             )
-        log.info(
+        log.debug(
             "k-means: %d × %d, k=%d, %d restart(s), %s on %s: inertia %.6g, %d iterations (kept restart), %.3f s",
             n, d, k, len(self.inertias_), backend, self.device_, self.inertia_, self.n_iter_, self.fit_seconds_,
         )

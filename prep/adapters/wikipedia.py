@@ -89,6 +89,9 @@ def read(cfg: WikipediaConfig, base_dir: Path) -> PairedData:
     fix = "Copy the dataset files there (see data/wikipedia/README.md) or set [prep] root."
     for name, path in files.items():
         require_file(path, f"Wikipedia {name}", fix)
+    from ..validate import check_sha256sums
+
+    verified = check_sha256sums(resolve(base_dir, cfg.root), list(files))
     classes = [c.strip() for c in files["categories.list"].read_text(encoding="utf-8").splitlines() if c.strip()]
     if not classes:
         raise DataError(f"{files['categories.list']}: no category names.")
@@ -142,6 +145,7 @@ def read(cfg: WikipediaConfig, base_dir: Path) -> PairedData:
             "source": "Rasiwasia et al., A New Approach to Cross-Modal Multimedia Retrieval, ACM MM 2010",
             "features": {"image": "128-d SIFT bag of visual words", "text": "10-d LDA topic proportions"},
             "split": "official 2,173 / 693",
+            "sha256sums_verified": verified,
         },
     )
 
