@@ -17,6 +17,10 @@ import torch
 from mixbench.errors import DataError, StoreError
 
 
+EVAL_SPLITS = ("train", "test")
+"""The splits DM2C trains and evaluates on (k-means fitted on train, applied to test)."""
+
+
 @dataclass
 class SplitTensors:
     """One split: per modality, features (float32, on the device), labels, pair ids and row ids."""
@@ -74,7 +78,9 @@ class BenchmarkData:
 
     @classmethod
     def from_store(cls, store: Any, device: torch.device | str = "cpu", splits: tuple[str, ...] | None = None) -> BenchmarkData:
-        """Load every split of a benchmark (or features) store with ``feat`` columns onto ``device``."""
+        """Load a benchmark (or features) store with ``feat`` columns onto ``device``: the given
+        ``splits``, else the ones DM2C uses (train, and test when present; e.g. a retrieval
+        ``database`` split is not loaded)."""
         from prep.store import Store
 
         if not isinstance(store, Store):
@@ -91,7 +97,7 @@ class BenchmarkData:
             if not store.has_column(m, "feat"):
                 raise StoreError(f"{store.path}: modality '{m}' has no 'feat' column; run embed (and unpair) first.")
         out: dict[str, SplitTensors] = {}
-        for split in splits or tuple(store.splits):
+        for split in splits or tuple(s for s in EVAL_SPLITS if s in store.splits):
             xs, ys, ps, ids = {}, {}, {}, {}
             for m in mods:
                 cols = ["id", "label", "pair", "feat"] + (["present"] if store.has_column(m, "present") else [])
