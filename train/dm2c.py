@@ -643,10 +643,14 @@ class FaithfulTrainer:
         was_training = self.net.training
         self.net.eval()
         try:
-            target = 0 if self.cfg.unify == "first" else 1
-            return self.net.unify(s.x[self.modalities[0]], s.x[self.modalities[1]], target)
+            return self.unify(s)
         finally:
             self.net.train(was_training)
+
+    def unify(self, s: SplitTensors) -> torch.Tensor:
+        """The faithful unification: every row into one modality's latent space (``cfg.unify``)."""
+        target = 0 if self.cfg.unify == "first" else 1
+        return self.net.unify(s.x[self.modalities[0]], s.x[self.modalities[1]], target)
 
     def evaluate(self, epoch: int, kmeans_seed: int | None = None) -> Evaluation:
         """Embed train and test, cluster (:meth:`cluster`), all seven metrics on both."""

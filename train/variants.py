@@ -84,23 +84,15 @@ class AnchorTrainer(FaithfulTrainer):
             )
         self.anchor = self.modalities.index(name)
 
-    @torch.no_grad()
-    def embed(self, split: str | SplitTensors) -> torch.Tensor:
-        """Rows in the anchor's input space (first modality's rows first, as the faithful embed)."""
-        s = self.data.splits[split] if isinstance(split, str) else split
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            a = self.anchor
-            other = 1 - a
-            x_other = s.x[self.modalities[other]]
-            z = self.net.aes[other].encoder(x_other)
-            mapped = (self.net.g_ba if a == 0 else self.net.g_ab)(z)[0]
-            translated = self.net.aes[a].decoder(mapped)
-            parts = [s.x[self.modalities[0]], translated] if a == 0 else [translated, s.x[self.modalities[1]]]
-            return torch.cat(parts)
-        finally:
-            self.net.train(was_training)
+    def unify(self, s: SplitTensors) -> torch.Tensor:
+        """Rows in the anchor's input space (first modality's rows first, as the faithful embed):
+        anchor rows as they are, the other modality's as ``Dec_anchor(G_other→anchor(Enc_other(x)))``."""
+        a, other = self.anchor, 1 - self.anchor
+        z = self.net.aes[other].encoder(s.x[self.modalities[other]])
+        mapped = (self.net.g_ba if a == 0 else self.net.g_ab)(z)[0]
+        translated = self.net.aes[a].decoder(mapped)
+        own = s.x[self.modalities[a]]
+        return torch.cat([own, translated] if a == 0 else [translated, own])
 
     def cluster(self, emb: dict[str, torch.Tensor], seed: int) -> tuple[Any, dict[str, np.ndarray]]:
         """k-means fitted on the anchor's training rows; every row of every split assigned by predict."""
