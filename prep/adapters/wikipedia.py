@@ -145,7 +145,7 @@ def read(cfg: WikipediaConfig, base_dir: Path) -> PairedData:
             "source": "Rasiwasia et al., A New Approach to Cross-Modal Multimedia Retrieval, ACM MM 2010",
             "features": {"image": "128-d SIFT bag of visual words", "text": "10-d LDA topic proportions"},
             "split": "official 2,173 / 693",
-            "sha256sums_verified": verified,
+            "sha256sums_checked": verified,
         },
     )
 
