@@ -6,7 +6,7 @@
     mixbench train   SRC OUT [--recipe R] [--variant V --epochs N ...]
     mixbench run     RECIPE [--out DIR] [--force STAGE] [--until STAGE] [--set stage.key=value]
     mixbench sweep   RECIPE --ratio 0.2,0.6,1.0 --strategy random,loss-highest --seeds 3
-    mixbench inspect DIR [--verify]
+    mixbench inspect DIR [--verify] [--headroom]
     mixbench export  STORE OUT --format dm2c|dadh|npz
     mixbench list    adapters|encoders|strategies|variants|recipes
 
@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="store folder")
     p.add_argument("--verify", action="store_true", help="recheck every checksum and the schema")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--headroom", action="store_true",
+                   help="benchmark store: cluster each modality alone and print the random- and oracle-alignment "
+                   "ACC bounds (train.headroom; uses the labels, for reading results only)")
     _common(p)
 
     p = sub.add_parser("export", help="export a store to DM2C / DADH .mat files or npz",
@@ -268,6 +271,13 @@ def _dispatch(args: argparse.Namespace) -> int:
                     print(f"  - {prob}")
                 return 1
             print("\nverify: OK (every checksum and the schema match the manifest)")
+        if args.headroom:
+            from train.data import BenchmarkData
+            from train.headroom import headroom
+
+            print("\nheadroom (k-means per modality, seed 0; labels used, for reading results only):")
+            for split, res in headroom(BenchmarkData.from_store(args.path)).items():
+                print(f"  {split:6s} " + "  ".join(f"{k} {v:.4g}" for k, v in res.items()))
         return 0
     if args.command == "export":
         from prep.export import export_store
