@@ -43,6 +43,13 @@ class EmbedConfig(Config):
         False, "z-score every input feature with the fit split's mean/std before PCA (constant features: scale 1)"
     )
     whiten: bool = option(False, "scale each principal component to unit variance (as sklearn's PCA(whiten=True))")
+    log_ratio: list[str] = option(
+        [], "modalities whose features are compositions (non-negative parts: topic proportions, histograms): each "
+            "row is closed to sum 1 and mapped by the centred log-ratio log(p + eps) - mean log(p + eps) before "
+            "the PCA (embed.logratio)"
+    )
+    log_ratio_eps: float = option(1e-6, "pseudo-proportion added before the log in log_ratio (keeps zero parts "
+                                        "finite; raise it for sparse histograms)", low=0.0)
     fit_split: str = option("train", "split the PCA (and standardisation) is fitted on; applied to every split")
     dtype: str = option("float32", "dtype of the output features", choices=FEAT_DTYPES)
     device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
@@ -58,6 +65,9 @@ class EmbedConfig(Config):
             )
         if not self.fit_split:
             raise ConfigError("[embed] fit_split = '': name the split the PCA is fitted on, e.g. 'train'.")
+        if self.log_ratio and self.log_ratio_eps == 0.0:
+            raise ConfigError("[embed] log_ratio_eps = 0 takes log(0) of any zero part; use a small positive value, "
+                              "e.g. 1e-6.")
         for modality, table in self.encoders.items():
             if "encoder" not in table:
                 raise ConfigError(

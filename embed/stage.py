@@ -31,6 +31,7 @@ from prep.manifest import MANIFEST, lineage_entry, run_key
 from prep.store import Column, Store, StoreWriter, reusable
 
 from .config import EmbedConfig
+from .logratio import clr
 from .reduce import PCA, Standardizer, mean_from_sums, npz_bytes
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ def embed(
         if writer.shard_done(rec["split"], rec["index"]):
             continue
         tables = store.read_shard(rec, columns=keep)
-        outt = {m: _output_table(tables[m], schema[m], estimators.get(m), cfg.dtype, device) for m in schema}
+        outt = {m: _output_table(tables[m], schema[m], estimators.get(m), cfg.dtype, device,
+                                 _features(tables[m], m, rec, store, cfg)) for m in schema}
         writer.write_shard(rec["split"], rec["index"], outt)
     dist.barrier()
 
@@ -144,6 +146,12 @@ def _check_config(cfg: EmbedConfig, store: Store, *, encoded: set[str]) -> None:
                 f"[embed.encoders.{m}] encoder = ... (CLI: --set encoders.{m}.encoder=NAME; see "
                 "`mixbench list encoders`)."
             )
+    unknown = [m for m in cfg.log_ratio if m not in store.modalities]
+    if unknown:
+        raise ConfigError(
+            f"{where} log_ratio: the store has no modality '{unknown[0]}'; its modalities are "
+            f"{', '.join(store.modalities)}."
+        )
     if not cfg.reduces:
         return
     if cfg.fit_split not in store.splits:
@@ -299,8 +307,8 @@ def _fit(store: Store, cfg: EmbedConfig, device: torch.device, info: dist.DistIn
     mods = list(ests)
 
     def sums(rec: dict[str, Any]) -> dict[str, Any]:
-        tables = store.read_shard(rec, mods, ["feat"])
-        return {m: ests[m].shard_sums(tables[m]["feat"]) for m in mods}
+        tables = store.read_shard(rec, mods, ["feat", "id"] if cfg.log_ratio else ["feat"])
+        return {m: ests[m].shard_sums(_features(tables[m], m, rec, store, cfg)) for m in mods}
 
     totals = _ordered_sum(records, sums, info, f"embed fit {cfg.fit_split} (1/2)")
     means = {}
@@ -312,8 +320,8 @@ def _fit(store: Store, cfg: EmbedConfig, device: torch.device, info: dist.DistIn
         means[m] = mean_from_sums(n, s)
 
     def scatter(rec: dict[str, Any]) -> dict[str, Any]:
-        tables = store.read_shard(rec, mods, ["feat"])
-        return {m: ests[m].shard_scatter(tables[m]["feat"], means[m]) for m in mods}
+        tables = store.read_shard(rec, mods, ["feat", "id"] if cfg.log_ratio else ["feat"])
+        return {m: ests[m].shard_scatter(_features(tables[m], m, rec, store, cfg), means[m]) for m in mods}
 
     scatters = _ordered_sum(records, scatter, info, f"embed fit {cfg.fit_split} (2/2)")
     for m in mods:
@@ -325,6 +333,15 @@ def _fit(store: Store, cfg: EmbedConfig, device: torch.device, info: dist.DistIn
             log.info("embed: modality '%s': PCA %d → %d keeps %.1f%% of the variance", m,
                      ests[m].n_features_in_, cfg.dim, 100 * float(ests[m].explained_variance_ratio_.sum()))
     return ests
+
+
+def _features(table: Mapping[str, np.ndarray], modality: str, rec: Mapping[str, Any], store: Store,
+              cfg: EmbedConfig) -> np.ndarray:
+    """A shard's ``feat`` of one modality, through the log-ratio transform when ``log_ratio`` names it."""
+    if modality not in cfg.log_ratio:
+        return table["feat"]
+    where = f"{store.path}, split '{rec['split']}' shard {rec['index']}, modality '{modality}'"
+    return clr(table["feat"], eps=cfg.log_ratio_eps, ids=table.get("id"), where=where)
 
 
 # -- write --------------------------------------------------------------------------------------
@@ -345,9 +362,8 @@ def _writer(out: Path, store: Store, schema: dict[str, dict[str, Column]], linea
 
 
 def _output_table(table: Mapping[str, np.ndarray], schema: Mapping[str, Column], est: Estimator | None,
-                  dtype: str, device: torch.device) -> dict[str, np.ndarray]:
+                  dtype: str, device: torch.device, feat: np.ndarray) -> dict[str, np.ndarray]:
     out = {c: table[c] for c in schema if c != "feat"}
-    feat = table["feat"]
     if est is None:
         out["feat"] = feat.astype(dtype, copy=False)
     else:
@@ -365,6 +381,8 @@ def _manifest_info(src: Store, store: Store, cfg: EmbedConfig, ests: Mapping[str
         est = ests.get(m)
         rec: dict[str, Any] = {"method": "pca" if isinstance(est, PCA) else "standardize" if est else "none",
                                "standardized": cfg.standardize, "whitened": cfg.whiten}
+        if m in cfg.log_ratio:
+            rec.update(log_ratio="clr", log_ratio_eps=cfg.log_ratio_eps)
         if est is not None:
             rec.update(fit_split=cfg.fit_split, fit_rows=int(est.n_samples_),
                        constant_features=int(est.n_constant_features_),
