@@ -360,6 +360,7 @@ def decode_jpegs_on_device(datas: Sequence[torch.Tensor], device: torch.device) 
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as exc:
+            _raise_if_out_of_memory(exc)
             log.debug("batched decode_jpeg failed (%s); decoding one by one", exc)
         single: list[torch.Tensor | None] = []
         for d in datas:
@@ -367,9 +368,21 @@ def decode_jpegs_on_device(datas: Sequence[torch.Tensor], device: torch.device) 
                 single.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
             except torch.OutOfMemoryError:
                 raise
-            except RuntimeError:
+            except RuntimeError as exc:
+                _raise_if_out_of_memory(exc)
                 single.append(None)
         return single
+
+
+def _raise_if_out_of_memory(exc: RuntimeError) -> None:
+    """Re-raise a CUDA out-of-memory error that reaches us as a plain ``RuntimeError``.
+
+    torchvision's ``decode_jpegs_cuda`` catches every C++ exception of a decode (the allocation
+    of the output tensors included) and re-throws it as ``"Error while decoding JPEG images: ..."``,
+    so an OOM inside ``decode_jpeg(..., device=cuda)`` loses its type; only the message says
+    "CUDA out of memory". Without this it would pass for an undecodable image."""
+    if "out of memory" in str(exc).lower():
+        raise torch.OutOfMemoryError(str(exc)) from exc
 
 
 # -- the worker side: one task = one batch of rows of one shard -----------------------------------
