@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     import torch
-    import torch._dynamo  # noqa: F401  (imported by the first optimiser anyway; counted here, once)
+    import torch._dynamo
 
-    import train.kmeans  # noqa: F401
+    import train.kmeans
     import train.metrics  # noqa: F401
     from mixbench.device import resolve_device
     from train.data import BenchmarkData

@@ -42,10 +42,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # before bench/, so that `embed` is the package, not this file
 
-from embed.encode import encode_store  # noqa: E402
-from embed.encoders.base import autocast, resolve_precision, seeded_init  # noqa: E402
-from mixbench.device import resolve_device  # noqa: E402
-from prep.store import Column, Store, StoreWriter, base_schema  # noqa: E402
+from embed.encode import encode_store
+from embed.encoders.base import autocast, resolve_precision, seeded_init
+from mixbench.device import resolve_device
+from prep.store import Column, Store, StoreWriter, base_schema
 
 log = logging.getLogger("bench.embed")
 

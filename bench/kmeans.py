@@ -42,9 +42,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from mixbench.device import resolve_device  # noqa: E402
-from train.kmeans import KMeans  # noqa: E402
+from mixbench.device import resolve_device
+from train.kmeans import KMeans
 
 log = logging.getLogger("bench.kmeans")
 
@@ -154,11 +155,11 @@ def worker(method: str, spec: dict[str, Any], device: str, repeats: int, check_e
     k, n_init = spec["k"], spec["n_init"]
     if method == "ours":
         x_dev = torch.as_tensor(x).to(resolve_device(device))
-        fn: Callable[[int], tuple[float, np.ndarray]] = lambda s: run_ours(x_dev, k, n_init, s, check_every)  # noqa: E731
+        fn: Callable[[int], tuple[float, np.ndarray]] = lambda s: run_ours(x_dev, k, n_init, s, check_every)
     elif method == "sklearn":
-        fn = lambda s: run_sklearn(x, k, n_init, s)  # noqa: E731
+        fn = lambda s: run_sklearn(x, k, n_init, s)
     else:
-        fn = lambda s: run_faiss(x, k, n_init, s)  # noqa: E731
+        fn = lambda s: run_faiss(x, k, n_init, s)
     fn(10_000)  # warm-up (CUDA context, kernels, thread pools), untimed
     return [fn(seed) for seed in range(repeats)]
 
@@ -195,8 +196,8 @@ def run_case(
 
 def table(case: dict[str, Any]) -> str:
     lines = [
-        f"case ({case['case']}): {case['rows']:,} × {case['dim']}, k = {case['k']}, n_init = {case['n_init']}, "
-        f"max_iter = {MAX_ITER}, tol = {TOL}",
+        (f"case ({case['case']}): {case['rows']:,} × {case['dim']}, k = {case['k']}, n_init = {case['n_init']}, "
+         f"max_iter = {MAX_ITER}, tol = {TOL}"),
         "| method | time (s, median) | speed-up vs sklearn | inertia (median) | inertia ratio vs sklearn |",
         "|---|---|---|---|---|",
     ]

@@ -35,10 +35,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from embed import embed  # noqa: E402
-from embed.reduce import PCA, mean_from_sums  # noqa: E402
-from mixbench.device import resolve_device  # noqa: E402
-from prep.store import Column, Store, StoreWriter, base_schema  # noqa: E402
+from embed import embed
+from embed.reduce import PCA, mean_from_sums
+from mixbench.device import resolve_device
+from prep.store import Column, Store, StoreWriter, base_schema
 
 log = logging.getLogger("bench.reduce")
 

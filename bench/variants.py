@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+log = logging.getLogger("bench.variants")
 QUICK = {"pretrain_epochs": 3, "epochs": 4, "n_init": 3}
 
 
@@ -52,7 +53,7 @@ def run(recipes: list[Path], variants: list[str], seeds: int, work: Path, quick:
                 res = train.train(root / "unpair", root / "train" / variant / f"s{seed}", cfg, overwrite=True)
                 test = res["metrics"]["methods"]["dm2c"]["test"]
                 per[variant].append({"acc": test["acc"], "nmi": test["nmi"]})
-                logging.info("%s %s seed %d: test ACC %.4f NMI %.4f", recipe.name, variant, seed, test["acc"], test["nmi"])
+                log.info("%s %s seed %d: test ACC %.4f NMI %.4f", recipe.name, variant, seed, test["acc"], test["nmi"])
         results[recipe.name] = per
     return results
 
