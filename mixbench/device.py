@@ -20,4 +20,8 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device = {name!r}: CUDA is not available on this machine; use 'auto' or 'cpu'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(f"device = {name!r}: this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1}); "
+                          "use 'cuda', 'auto' or an index that exists.")
     return dev
