@@ -56,11 +56,14 @@ class ImageOptions(EncoderConfig):
 
 # -- precision -----------------------------------------------------------------------------------
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → ``bf16`` on CUDA (``fp16`` where bf16 is unsupported), ``fp32`` elsewhere."""
+    """``auto`` → ``bf16`` on CUDA (``fp16`` where bf16 is unsupported), ``fp32`` elsewhere.
+
+    bf16 counts as supported only natively (compute capability 8.0+): torch's default
+    ``is_bf16_supported()`` also says yes on older GPUs, where bf16 is merely emulated (slowly)."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return "fp32"
 
 
