@@ -175,7 +175,7 @@ def _image_root(src: Store, base_dir: Path) -> Path:
 
 
 def _on_main(d: dist.DistInfo, fn: Callable[[], T]) -> T | None:
-    """Run ``fn`` on rank 0 only; its error (a :class:`MixbenchError`) is raised on every rank
+    """Run ``fn`` on rank 0 only; its error is raised on every rank (a :class:`MixbenchError` as its kind)
     instead of leaving the others waiting. Returns ``fn()`` on rank 0, None elsewhere."""
     if not d.enabled:
         return fn()
@@ -184,13 +184,14 @@ def _on_main(d: dist.DistInfo, fn: Callable[[], T]) -> T | None:
     if d.is_main:
         try:
             result = fn()
-        except MixbenchError as exc:
-            err = (type(exc).__name__, str(exc))
+        except Exception as exc:  # any failure must reach the other ranks, or they wait forever
+            kind = type(exc).__name__ if isinstance(exc, MixbenchError) else "other"
+            err = (kind, str(exc) if kind != "other" else f"rank 0 failed ({type(exc).__name__}: {exc})")
             dist.broadcast_object(err)
             raise
     err = dist.broadcast_object(err)
     if err is not None:
-        raise {"DataError": DataError, "ConfigError": ConfigError}.get(err[0], StoreError)(err[1])
+        raise {"DataError": DataError, "ConfigError": ConfigError, "other": RuntimeError}.get(err[0], StoreError)(err[1])
     return result
 
 

@@ -190,14 +190,22 @@ def _on_main(fn: Callable[[], T]) -> T:
     if not info.enabled:
         return fn()
     box: tuple[str, Any] = ("ok", None)
+    failure: BaseException | None = None
     if info.is_main:
         try:
             box = ("ok", fn())
         except MixbenchError as exc:
             box = ("err", exc)
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the other ranks, or they wait forever
+            failure = exc
+            box = ("fail", f"{type(exc).__name__}: {exc}")
     box = dist.broadcast_object(box if info.is_main else None)
+    if failure is not None:
+        raise failure
     if box[0] == "err":
         raise box[1]
+    if box[0] == "fail":
+        raise RuntimeError(f"embed: rank 0 failed ({box[1]}); this rank stops too.")
     return box[1]
 
 
