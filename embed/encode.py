@@ -454,6 +454,7 @@ def _encode_shard(rec: dict[str, Any], j: int, src: Store, plans: Mapping[str, M
         if "present" in meta[m]:
             t["present"] = meta[m]["present"][idx]
         t["feat"] = feats[m][idx].astype(dtype)
+        _check_finite(t, plans[m], rec, dtype)
         tables[m] = t
         n = len(st)
         accounting[m] = {"input": n, "kept": int(keep.sum()), "rejected": int(n - keep.sum())}
@@ -461,6 +462,25 @@ def _encode_shard(rec: dict[str, Any], j: int, src: Store, plans: Mapping[str, M
             rejects.append({"split": split, "modality": m, "id": str(meta[m]["id"][i]),
                             "pair": int(meta[m]["pair"][i]), "file": files[m][i], "reason": st[i]})
     return ShardOutcome(tables, accounting, rejects, {"reduced_while_decoding": reduced})
+
+
+def _check_finite(table: Mapping[str, np.ndarray], plan: ModalityPlan, rec: Mapping[str, Any], dtype: str) -> None:
+    """Refuse a shard whose kept rows got NaN/inf features: a model or precision problem, not a bad
+    input row (those are rejected before encoding), so the whole run stops with the fix."""
+    bad = ~np.isfinite(table["feat"]).all(axis=1)
+    if not bad.any():
+        return
+    ids = [str(i) for i in table["id"][bad][:5]]
+    if plan.passthrough:
+        fix = "the input store's 'feat' column holds NaN/inf: fix the features at prep"
+    else:
+        fix = (f"under fp16 this is usually overflow: set [embed.encoders.{plan.modality}] precision = 'fp32' "
+               "(or 'bf16')" + (" and [embed] dtype = 'float32'" if dtype == "float16" else "")
+               + "; otherwise check the encoder's weights")
+    raise DataError(
+        f"{plan.where}: the encoder gave non-finite features for {int(bad.sum())} row(s) of split '{rec['split']}' "
+        f"shard {rec['file']} (ids {', '.join(ids)}{', ...' if bad.sum() > 5 else ''}); {fix}."
+    )
 
 
 # -- finishing ---------------------------------------------------------------------------------------
