@@ -517,7 +517,7 @@ def _output_schema(src: Store, plans: Mapping[str, ModalityPlan], dtype: str) ->
 
 def _rank_device(device: torch.device, d: dist.DistInfo) -> torch.device:
     if device.type == "cuda" and device.index is None and d.enabled:
-        return torch.device("cuda", d.local_rank)
+        return torch.device("cuda", dist.cuda_index(d.local_rank))
     return device
 
 

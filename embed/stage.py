@@ -180,7 +180,7 @@ def _check_config(cfg: EmbedConfig, store: Store, *, encoded: set[str]) -> None:
 def _device(name: str, info: dist.DistInfo) -> torch.device:
     dev = resolve_device(name)
     if dev.type == "cuda" and dev.index is None and info.enabled:
-        dev = torch.device("cuda", info.local_rank)
+        dev = torch.device("cuda", dist.cuda_index(info.local_rank))
     return dev
 
 

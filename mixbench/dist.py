@@ -8,8 +8,9 @@ behaves as a single process: rank 0 of 1. Under ``torchrun`` the group is initia
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -42,8 +43,17 @@ def init() -> DistInfo:
         dist.init_process_group(backend=backend)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
-        torch.cuda.set_device(local)
+        torch.cuda.set_device(cuda_index(local))
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
+
+
+def cuda_index(local_rank: int) -> int:
+    """The CUDA device of a local rank: ``local_rank`` among the visible GPUs, modulo their count (a
+    launcher that gives each rank one visible GPU, e.g. SLURM's per-task CUDA_VISIBLE_DEVICES, means 0)."""
+    import torch
+
+    n = torch.cuda.device_count()
+    return local_rank % n if n else 0
 
 
 def info() -> DistInfo:

@@ -58,3 +58,12 @@ def test_encode_fit_failure_on_rank0_reaches_the_other_ranks(monkeypatch: pytest
     _fake_world(monkeypatch, rank=1, box_from_main=("ConfigError", "bad vocabulary"))
     with pytest.raises(ConfigError, match="bad vocabulary"):
         encode._on_main(dist.info(), lambda: None)
+
+
+@pytest.mark.parametrize(("local_rank", "visible", "expected"), [(0, 4, 0), (3, 4, 3), (3, 1, 0), (5, 2, 1), (2, 0, 0)])
+def test_cuda_index_wraps_local_rank_onto_the_visible_gpus(monkeypatch: pytest.MonkeyPatch, local_rank: int,
+                                                          visible: int, expected: int) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    assert dist.cuda_index(local_rank) == expected
