@@ -95,6 +95,7 @@ def write_report(run_dir: Path, payload: Mapping[str, Any], plots: Mapping[str, 
     diag = payload.get("diagnostics") or {}
     if diag:
         lines.append("- diagnostics (final epoch): " + ", ".join(f"{k} {v:.4f}" for k, v in diag.items()))
+    lines += headroom_lines(payload)
     warnings = payload["data"].get("warnings") or []
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
@@ -105,6 +106,28 @@ def write_report(run_dir: Path, payload: Mapping[str, Any], plots: Mapping[str, 
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def headroom_lines(payload: Mapping[str, Any]) -> list[str]:
+    """The "Headroom" section of report.md (``payload["headroom"]``, from :mod:`train.headroom`)."""
+    bounds = payload.get("headroom") or {}
+    if not bounds:
+        return []
+    mods = list(payload.get("modalities") or [])
+    head = [f"ACC {m} alone" for m in mods] + ["random alignment", "oracle alignment", "supervised (labels)", "DM2C"]
+    intro = ("Each modality clustered alone (k-means on its train rows); the overall ACC when the modalities' "
+             "clusters are joined at random and when they are matched with the labels; a supervised linear "
+             "classifier per modality. Labels are used: for reading the result, not for choosing a model. "
+             "See train/headroom.py.")
+    lines = ["", "## Headroom", "", intro, "",
+             "| split | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    dm2c = payload.get("methods", {}).get("dm2c", {})
+    for split, b in bounds.items():
+        cells = [f"{b[f'acc_{m}']:.4f}" if f"acc_{m}" in b else "–" for m in mods]
+        cells += [f"{b[k]:.4f}" if k in b else "–" for k in ("aligned_random", "aligned_oracle", "supervised")]
+        cells.append(f"{dm2c[split]['acc']:.4f}" if split in dm2c else "–")
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _arch_line(arch: Mapping[str, Any]) -> str:

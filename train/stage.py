@@ -124,12 +124,14 @@ def _train(
     phases = dict(model.timings_)
 
     methods: dict[str, dict[str, dict[str, float]]] = {"dm2c": ev.metrics}
+    bounds: dict[str, dict[str, float]] | None = None
     if cfg.baselines:
         from .baselines import kmeans_baselines
 
         t0 = time.perf_counter()
         methods.update(kmeans_baselines(data, seed=cfg.seed, n_init=cfg.n_init, device=device))
         phases["baselines"] = time.perf_counter() - t0
+        bounds = _headroom(data, cfg, device)
 
     trainer = model.trainer_
     split_eval = "test" if "test" in ev.embeddings else "train"
@@ -153,6 +155,7 @@ def _train(
         "n_clusters": trainer.n_clusters,
         "kmeans_seed": ev.kmeans_seed,
         "diagnostics": ev.diagnostics,
+        "headroom": bounds,
         "architecture": trainer.arch.to_dict(),
         "skipped_batches": trainer.skipped_batches,
         "resumed": model.resumed_,
@@ -180,6 +183,18 @@ def _train(
     table = results_tables(methods, variant=cfg.variant)
     log.info("train: wrote %s (%.1f s)", out, payload["wall_time"]["total"])
     return {"run_dir": str(out), "metrics": payload, "table": table, "reused": False, "run_key": key}
+
+
+def _headroom(data: BenchmarkData, cfg: TrainConfig, device: torch.device) -> dict[str, dict[str, float]] | None:
+    """The benchmark's alignment bounds (:mod:`train.headroom`), or None where they do not apply
+    (a modality with fewer train rows than clusters)."""
+    from .headroom import headroom
+
+    try:
+        return headroom(data, seed=cfg.seed, n_init=cfg.n_init, device=device)
+    except DataError as exc:
+        log.info("train: no headroom figures (%s)", exc)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
