@@ -69,6 +69,11 @@ def test_run_folder(run: tuple[Path, dict], wiki_bench: Path) -> None:
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
         assert f"plots/{png}.png" in report
     assert HEADER in result["table"] and "**test**" in result["table"]
+    # the benchmark's headroom, next to the DM2C result
+    head = metrics["headroom"]
+    assert set(head) == {"train", "test"} and head["test"]["acc_text"] > head["test"]["acc_image"]
+    assert head["test"]["aligned_random"] < head["test"]["aligned_oracle"]
+    assert "## Headroom" in report and f"| test | {head['test']['acc_image']:.4f} |" in report
     emb = np.load(out / "embeddings.npz")
     assert emb["test_embedding"].shape == (693, 8) and emb["train_cluster"].shape == (2173,)
     assert {"last.pt", "pretrain-image.pt", "pretrain-text.pt", "joint.pt"} <= {p.name for p in (out / "checkpoints").iterdir()}
