@@ -131,7 +131,9 @@ def _train(
         t0 = time.perf_counter()
         methods.update(kmeans_baselines(data, seed=cfg.seed, n_init=cfg.n_init, device=device))
         phases["baselines"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         bounds = _headroom(data, cfg, device)
+        phases["headroom"] = time.perf_counter() - t0
 
     trainer = model.trainer_
     split_eval = "test" if "test" in ev.embeddings else "train"
