@@ -290,7 +290,7 @@ def _image_run(todo: list[dict[str, Any]], plans: Mapping[str, ModalityPlan], sr
     for m in image_mods:
         enc = plans[m].encoder
         assert isinstance(enc, ImageEncoder)
-        decode[m] = DecodePlan(enc.preprocess, enc.device_decode, enc.options.max_pixels)
+        decode[m] = DecodePlan(enc.preprocess, enc.device_decode, enc.options.max_pixels, enc.options.exif_orientation)
     root = str(_image_root(src, base_dir)) if any(plans[m].column == "path" for m in image_mods) else ""
     sources: list[ImageSource] = []
     tasks: list[ImageTask] = []
@@ -338,7 +338,7 @@ def _embed_batch(batch: RawBatch, enc: ImageEncoder, plan: DecodePlan, batcher: 
         for row, img, raw in zip(batch.jpeg_rows, decoded, jpegs):
             if img is None:
                 try:
-                    cpu_img, red = decode_cpu(raw.numpy().tobytes(), plan.max_pixels)
+                    cpu_img, red = decode_cpu(raw.numpy().tobytes(), plan.max_pixels, plan.exif_orientation)
                     reduced += int(red)
                     img = cpu_img.to(dev)
                 except ImageReject as rej:

@@ -16,8 +16,10 @@ The split of work follows where it is cheapest:
   normalisation (mean/std) happens on the device in float.
 
 Grayscale, palette, CMYK and alpha images are converted to RGB (PIL ``convert("RGB")``, as
-open_clip's transform does; alpha is dropped, not composited). EXIF orientation is not applied,
-as in open_clip and torchvision. Huge images are bounded: a JPEG above ``max_pixels`` is decoded
+open_clip's transform does; alpha is dropped, not composited). EXIF orientation is applied only
+with ``exif_orientation = true`` (PIL ``ImageOps.exif_transpose``; a JPEG with an orientation tag
+then goes to PIL, not to the device decoder); by default it is not, as in open_clip's and
+torchvision's own preprocessing. Huge images are bounded: a JPEG above ``max_pixels`` is decoded
 at a reduced DCT scale (PIL ``draft``), other formats above it are rejected, and anything PIL
 refuses as a decompression bomb is rejected.
 """
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ TOO_LARGE = "too-large-image"
 ABSENT = "absent"  # a zero-filled placeholder row (``present == 0``): not decoded, not a reject
 
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+EXIF_ORIENTATION = 0x0112  # the EXIF "Orientation" tag (1 = upright)
 INTERPOLATIONS = ("bicubic", "bilinear")
 RESIZE_MODES = ("shortest", "longest", "squash")
 
@@ -275,9 +278,10 @@ def read_file(path: Path) -> bytes:
     return data
 
 
-def device_decodable(data: bytes, max_pixels: int) -> bool:
+def device_decodable(data: bytes, max_pixels: int, exif_orientation: bool = False) -> bool:
     """Whether ``decode_jpeg(..., device=cuda)`` should take these bytes: a complete baseline
-    JPEG in RGB (YCbCr) or grayscale no larger than ``max_pixels``. Everything else goes to PIL."""
+    JPEG in RGB (YCbCr) or grayscale no larger than ``max_pixels`` (and, with ``exif_orientation``,
+    without an EXIF orientation other than 1). Everything else goes to PIL."""
     if sniff_format(data) != "jpeg" or not jpeg_complete(data):
         return False
     try:
@@ -286,6 +290,8 @@ def device_decodable(data: bytes, max_pixels: int) -> bool:
             w, h = img.size
             ok = img.format == "JPEG" and img.mode in ("RGB", "L") and not img.info.get("progressive") \
                 and not img.info.get("progression")
+            if ok and exif_orientation:
+                ok = img.getexif().get(EXIF_ORIENTATION, 1) == 1
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return False
     return bool(ok) and w * h <= max_pixels
@@ -301,8 +307,9 @@ class _quiet_pil(warnings.catch_warnings):
         return out
 
 
-def decode_cpu(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, bool]:
-    """Decode any image PIL reads into an RGB ``uint8`` (3,H,W) tensor.
+def decode_cpu(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, exif_orientation: bool = False) -> tuple[torch.Tensor, bool]:
+    """Decode any image PIL reads into an RGB ``uint8`` (3,H,W) tensor, turned upright by its EXIF
+    orientation tag when ``exif_orientation``.
 
     Returns ``(image, reduced)``; ``reduced`` is True when a JPEG above ``max_pixels`` was decoded
     at a smaller DCT scale (bounded memory). Raises :class:`ImageReject`."""
@@ -333,6 +340,8 @@ def decode_cpu(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch
             raise ImageReject(reason, f"{fmt}: {exc}") from None
         if img.size[0] * img.size[1] > max_pixels:
             raise ImageReject(TOO_LARGE, f"{img.size[0]}x{img.size[1]} exceeds max_pixels={max_pixels}")
+        if exif_orientation:
+            img = ImageOps.exif_transpose(img)
         if img.mode != "RGB":
             img = img.convert("RGB")
         arr = np.array(img, dtype=np.uint8, copy=True)
@@ -404,6 +413,7 @@ class DecodePlan:
     preprocess: Preprocess
     device_decode: bool
     max_pixels: int = DEFAULT_MAX_PIXELS
+    exif_orientation: bool = False
 
 
 @dataclass
@@ -524,12 +534,12 @@ class ImageTaskDataset(Dataset):
                     if not rel:
                         raise ImageReject(MISSING, "empty path")
                     data = read_file(root / rel if not os.path.isabs(rel) else Path(rel))
-                    if plan.device_decode and device_decodable(data, plan.max_pixels):
+                    if plan.device_decode and device_decodable(data, plan.max_pixels, plan.exif_orientation):
                         jpegs.append(data)
                         out.jpeg_sizes.append(len(data))
                         out.jpeg_rows.append(i)
                         continue
-                    img, reduced = decode_cpu(data, plan.max_pixels)
+                    img, reduced = decode_cpu(data, plan.max_pixels, plan.exif_orientation)
                     out.reduced += int(reduced)
                     self._place(out, ready, i, img, plan)
                 except ImageReject as rej:

@@ -49,6 +49,8 @@ class ImageOptions(EncoderConfig):
     decode: str = option("auto", "where JPEGs are decoded: auto (device on CUDA, else cpu), device, cpu",
                          choices=("auto", "device", "cpu"))
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "larger JPEGs are decoded at reduced scale, other formats rejected", low=1)
+    exif_orientation: bool = option(False, "turn each image upright by its EXIF orientation tag before resizing (phone "
+                                           "photos); off by default, as open_clip's own preprocessing")
     precision: str = option("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16", choices=PRECISIONS)
     normalize: bool = option(True, "L2-normalise the output features")
     seed: int = option(0, "seed of the random initialisation (allow_random = true); unused with real weights")
