@@ -50,6 +50,7 @@ from .images import (
     ImageSource,
     ImageTask,
     ImageTaskDataset,
+    Preprocess,
     RawBatch,
     decode_cpu,
     decode_jpegs_on_device,
@@ -314,9 +315,15 @@ def _image_run(todo: list[dict[str, Any]], plans: Mapping[str, ModalityPlan], sr
         ds, batch_size=None, shuffle=False, num_workers=workers, collate_fn=identity_collate,
         pin_memory=device.type == "cuda", prefetch_factor=2 if workers > 0 else None,
     )
-    batchers = {m: AdaptiveBatch(plans[m].encoder.options.batch_size, f"decode_jpeg on {device}")  # type: ignore[attr-defined]
+    batchers = {m: AdaptiveBatch(plans[m].encoder.options.batch_size, f"decode_jpeg + resize on {device}")  # type: ignore[attr-defined]
                 for m in image_mods}
     return _ImageRun(iter(loader), per, decode, batchers)
+
+
+def _resize(imgs: list[torch.Tensor], pre: Preprocess, batcher: AdaptiveBatch) -> torch.Tensor:
+    """``resize_many`` in chunks that halve on CUDA out-of-memory (full-size images in float are
+    several times their uint8 size; a worker batch of large photos may not fit at once)."""
+    return torch.cat(batcher.run(lambda a, b: resize_many(imgs[a:b], pre), len(imgs)))
 
 
 def _embed_batch(batch: RawBatch, enc: ImageEncoder, plan: DecodePlan, batcher: AdaptiveBatch) -> tuple[torch.Tensor, list[int], int]:
@@ -347,10 +354,10 @@ def _embed_batch(batch: RawBatch, enc: ImageEncoder, plan: DecodePlan, batcher: 
             imgs.append(img)
             rows.append(row)
         if imgs:
-            parts.append((rows, resize_many(imgs, pre)))
+            parts.append((rows, _resize(imgs, pre, batcher)))
     if batch.decoded:
         imgs = [t.to(dev, non_blocking=True) for t in batch.decoded]
-        parts.append((list(batch.decoded_rows), resize_many(imgs, pre)))
+        parts.append((list(batch.decoded_rows), _resize(imgs, pre, batcher)))
     if batch.ready is not None:
         parts.append((list(batch.ready_rows), batch.ready.to(dev, non_blocking=True)))
     if not parts:
