@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_encode import clip_table, run_encode, toy  # noqa: F401  (toy: the module's fixture)
 
-import embed.encode as encode
+from embed import encode
 
 
 def test_resize_oom_halves_the_chunk_and_gives_the_same_store(toy: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
