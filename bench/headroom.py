@@ -8,7 +8,8 @@ JSON ``bench/variants.py --out`` writes) the measured final-epoch test ACC of ea
 beside them, so a result can be read against the alignment it implies.
 
     python bench/headroom.py                                      # Wikipedia + UCI mfeat, 5 seeds
-    python bench/headroom.py --variants bench/results/variants.json --out bench/results/headroom.json
+    python bench/headroom.py --recipes data/recipes/{wikipedia,wikipedia-clr,uci-mfeat}.toml \
+        --variants bench/results/variants.json bench/results/variants-wikipedia-clr.json --out bench/results/headroom.json
 """
 
 from __future__ import annotations
@@ -76,14 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="k-means seeds (the benchmark store stays the recipe's)")
     p.add_argument("--work", type=Path, default=REPO / "out" / "bench-variants")
     p.add_argument("--device", default="auto")
-    p.add_argument("--variants", type=Path, help="per-seed variant results (bench/variants.py --out) to print beside")
+    p.add_argument("--variants", type=Path, nargs="+", default=[],
+                   help="per-seed variant results (bench/variants.py --out files) to print beside")
     p.add_argument("--out", type=Path, help="also write the per-seed headroom figures as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for name in ("train", "embed", "unpair", "prep", "mixbench"):
         logging.getLogger(name).setLevel(logging.WARNING)
     results = run(args.recipes, args.seeds, args.work, args.device)
-    variants = json.loads(args.variants.read_text()) if args.variants else None
+    variants = {name: per for path in args.variants for name, per in json.loads(path.read_text()).items()} or None
     print(f"\ntest split, mean ± std over k-means seeds 0..{args.seeds - 1} (measured: final-epoch test ACC)\n")
     print(table(results, variants))
     if args.out:

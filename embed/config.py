@@ -43,6 +43,10 @@ class EmbedConfig(Config):
         False, "z-score every input feature with the fit split's mean/std before PCA (constant features: scale 1)"
     )
     whiten: bool = option(False, "scale each principal component to unit variance (as sklearn's PCA(whiten=True))")
+    unit_scale: bool = option(
+        False, "divide every PCA component by one number per modality (the root mean component variance): the "
+               "components average unit variance and the modality's geometry is kept (whiten equalises each one)"
+    )
     log_ratio: list[str] = option(
         [], "modalities whose features are compositions (non-negative parts: topic proportions, histograms): each "
             "row is closed to sum 1 and mapped by the centred log-ratio log(p + eps) - mean log(p + eps) before "
@@ -59,6 +63,11 @@ class EmbedConfig(Config):
     )
 
     def validate(self) -> None:
+        if self.whiten and self.unit_scale:
+            raise ConfigError("[embed] whiten and unit_scale are exclusive (whiten scales each component to unit "
+                              "variance, unit_scale all of them by one number per modality); set one to false.")
+        if self.unit_scale and self.dim == 0:
+            raise ConfigError("[embed] unit_scale = true scales PCA components: set dim > 0, or unit_scale = false.")
         if self.whiten and self.dim == 0:
             raise ConfigError(
                 "[embed] whiten = true needs a PCA: set dim > 0 (the number of components), or whiten = false."

@@ -223,6 +223,9 @@ class PCA:
     standardize: z-score every feature with the fit data's mean and population std first
         (constant features get scale 1), as ``StandardScaler`` before ``PCA``.
     whiten: divide each component by its standard deviation (as ``PCA(whiten=True)``).
+    unit_scale: divide every component by one number, the root of the mean variance of the kept
+        components: the output's components average unit variance while the modality's geometry
+        (the ratios between its components' variances) is kept. Exclusive with ``whiten``.
     device: where statistics, eigendecomposition and transforms run (``"auto"``: CUDA if present).
 
     Attributes (after fit)
@@ -233,17 +236,22 @@ class PCA:
     """
 
     def __init__(
-        self, n_components: int, *, standardize: bool = False, whiten: bool = False, device: str | torch.device = "auto"
+        self, n_components: int, *, standardize: bool = False, whiten: bool = False, unit_scale: bool = False,
+        device: str | torch.device = "auto",
     ) -> None:
+        if whiten and unit_scale:
+            raise ConfigError("PCA: whiten and unit_scale are exclusive (whiten scales each component, unit_scale all "
+                              "of them by one number); choose one.")
         self.n_components = n_components
         self.standardize = standardize
         self.whiten = whiten
+        self.unit_scale = unit_scale
         self.device = device
         self.components_: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return (f"PCA(n_components={self.n_components}, standardize={self.standardize}, "
-                f"whiten={self.whiten}, device={str(self.device)!r})")
+                f"whiten={self.whiten}, unit_scale={self.unit_scale}, device={str(self.device)!r})")
 
     @property
     def _device(self) -> torch.device:
@@ -351,6 +359,9 @@ class PCA:
             s = np.sqrt(self.explained_variance_)
             s = np.where(null_components(self.explained_variance_), np.inf, np.maximum(s, np.finfo(np.float64).eps))
             std = torch.as_tensor(s, device=dev)
+        elif self.unit_scale:
+            rms = float(np.sqrt(np.mean(self.explained_variance_)))
+            std = torch.as_tensor(rms if rms > 0 else 1.0, dtype=torch.float64, device=dev)
 
         def fn(block: torch.Tensor) -> torch.Tensor:
             z = block - mean
@@ -373,6 +384,7 @@ class PCA:
             "n_components": np.array(self.n_components, dtype=np.int64),
             "standardize": np.array(self.standardize),
             "whiten": np.array(self.whiten),
+            "unit_scale": np.array(self.unit_scale),
             "components": self.components_,
             "mean": self.mean_,
             "scale": self.scale_ if self.scale_ is not None else np.ones(d),
@@ -391,7 +403,7 @@ class PCA:
         if fmt != STATE_FORMAT:
             raise DataError(f"PCA state format {fmt!r} is not {STATE_FORMAT!r}; refit the PCA (rerun embed).")
         pca = cls(int(state["n_components"]), standardize=bool(state["standardize"]),
-                  whiten=bool(state["whiten"]), device=device)
+                  whiten=bool(state["whiten"]), unit_scale=bool(state.get("unit_scale", False)), device=device)
         pca.components_ = np.asarray(state["components"], dtype=np.float64)
         pca.mean_ = np.asarray(state["mean"], dtype=np.float64)
         pca.scale_ = np.asarray(state["scale"], dtype=np.float64) if pca.standardize else None

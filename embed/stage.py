@@ -270,7 +270,7 @@ def _encode(
 # -- fit ----------------------------------------------------------------------------------------
 def _estimator(cfg: EmbedConfig, device: torch.device) -> Estimator | None:
     if cfg.dim > 0:
-        return PCA(cfg.dim, standardize=cfg.standardize, whiten=cfg.whiten, device=device)
+        return PCA(cfg.dim, standardize=cfg.standardize, whiten=cfg.whiten, unit_scale=cfg.unit_scale, device=device)
     if cfg.standardize:
         return Standardizer(device=device)
     return None
@@ -389,6 +389,8 @@ def _manifest_info(src: Store, store: Store, cfg: EmbedConfig, ests: Mapping[str
         est = ests.get(m)
         rec: dict[str, Any] = {"method": "pca" if isinstance(est, PCA) else "standardize" if est else "none",
                                "standardized": cfg.standardize, "whitened": cfg.whiten}
+        if isinstance(est, PCA) and cfg.unit_scale:
+            rec["unit_scale"] = float(np.sqrt(np.mean(est.explained_variance_)))
         if m in cfg.log_ratio:
             rec.update(log_ratio="clr", log_ratio_eps=cfg.log_ratio_eps)
         if est is not None:
