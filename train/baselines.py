@@ -12,6 +12,14 @@ DM2C's evaluation does; k = the number of classes):
   pairing would be worth. Left out when the train split has no linked pair; a split without
   linked pairs gets no entry.
 
+- ``kmeans-linked``: only when the train split has linked pairs: k-means on each modality alone
+  (its train rows, in its own feature space, so the dims may differ), then the second modality's
+  clusters are mapped one-to-one onto the first's by the linked training pairs (the matching that
+  maximises the pairs whose halves land in matched clusters). Every row of every split is an
+  instance, as for DM2C. It shows what the links are worth for aligning the modalities: at
+  ``ratio = 1`` there are none and the method is left out; compare ``train.headroom``'s random and
+  oracle alignment.
+
 Each entry holds the seven :data:`train.metrics.METRICS` plus diagnostics: ``n_rows`` (rows
 evaluated), and for the pooled methods ``acc_<modality>`` (ACC of that modality's rows, with the
 Hungarian matching done within them, as the reference diagnostics) and ``modality_nmi`` (NMI
@@ -29,6 +37,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from mixbench.errors import DataError
@@ -39,7 +48,7 @@ from .metrics import METRICS, clustering_metrics
 
 log = logging.getLogger(__name__)
 
-METHODS = ("kmeans-pooled", "kmeans-centred", "kmeans-concat")
+METHODS = ("kmeans-pooled", "kmeans-centred", "kmeans-concat", "kmeans-linked")
 DIAGNOSTICS = ("n_rows", "modality_nmi")
 """Diagnostic keys besides :data:`METRICS` (plus ``acc_<modality>`` per modality for pooled methods)."""
 
@@ -148,8 +157,54 @@ def kmeans_baselines(
             log.info(
                 "%s [%s] %d rows: %s", method, name, int(m["n_rows"]), ", ".join(f"{key} {m[key]:.4f}" for key in METRICS)
             )
+    linked = _linked(data, seed=seed, n_init=n_init, device=device, max_iter=max_iter, tol=tol)
+    if linked is not None:
+        results["kmeans-linked"] = linked
     if not results:
         raise DataError(
             "no k-means baseline could run: the modalities have different dims and no pair is linked in train."
         )
     return results
+
+
+def _linked(
+    data: BenchmarkData, *, seed: int, n_init: int, device: str | torch.device | None, max_iter: int, tol: float
+) -> dict[str, dict[str, float]] | None:
+    """``kmeans-linked`` (module doc), or None when the train split has no linked pair or a modality has
+    fewer train rows than clusters."""
+    from scipy.optimize import linear_sum_assignment
+
+    train, k = data.splits["train"], data.n_classes
+    mods = list(data.modalities)[:2]
+    ia, ib = train.linked()
+    if len(ia) == 0:
+        log.info("kmeans-linked: the train split has no linked pairs; skipped.")
+        return None
+    if any(train.n(m) < k for m in mods):
+        log.info("kmeans-linked: a modality has fewer than k = %d train rows; skipped.", k)
+        return None
+    models = {m: KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, device=device or "auto").fit(train.x[m])
+              for m in mods}
+    la = torch.as_tensor(models[mods[0]].labels_).cpu().numpy()[ia.cpu().numpy()]
+    lb = torch.as_tensor(models[mods[1]].labels_).cpu().numpy()[ib.cpu().numpy()]
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (lb, la), 1)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    to_first = np.empty(k, dtype=np.int64)
+    to_first[rows] = cols  # cluster c of the second modality -> cluster to_first[c] of the first
+    out: dict[str, dict[str, float]] = {}
+    for name, split in data.splits.items():
+        if split.n() == 0:
+            continue
+        preds, ys, flags = [], [], []
+        for i, m in enumerate(mods):
+            if split.n(m) == 0:
+                continue
+            p = models[m].labels_ if name == "train" else models[m].predict(split.x[m])
+            p = torch.as_tensor(p).cpu().numpy()
+            preds.append(to_first[p] if i == 1 else p)
+            ys.append(split.y[m].cpu())
+            flags.append(torch.full((split.n(m),), i, dtype=torch.long))
+        out[name] = _scores(np.concatenate(preds), torch.cat(ys), torch.cat(flags), mods)
+        out[name]["linked_pairs"] = float(len(ia))
+    return out
