@@ -163,15 +163,16 @@ def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[flo
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for si, strategy in enumerate(strategies):
         colour = colours[si % len(colours)]
-        for m, style in ((method, "-o"), ("kmeans-pooled", "--x")):
-            rows = [next((x for x in summary if x["strategy"] == strategy and x["ratio"] == r and x["method"] == m
-                          and x["split"] == "test"), None) for r in ratios]
-            if any(r is None for r in rows):
+        for m, style in ((method, "-o"), ("kmeans-pooled", "--x"), ("kmeans-linked", ":s")):
+            found = [(r, next((x for x in summary if x["strategy"] == strategy and x["ratio"] == r and x["method"] == m
+                               and x["split"] == "test"), None)) for r in ratios]
+            # kmeans-linked has no value at ratio 1 (no links): plot the ratios a method has
+            points = [(r, x) for r, x in found if x is not None and x[f"{metric}_mean"] == x[f"{metric}_mean"]]
+            if not points:
                 continue
-            means = [r[f"{metric}_mean"] for r in rows]  # type: ignore[index]
-            stds = [r[f"{metric}_std"] for r in rows]  # type: ignore[index]
-            ax.errorbar(ratios, means, yerr=stds, fmt=style, color=colour, capsize=3, label=f"{m}, {strategy}",
-                        alpha=1.0 if m == method else 0.6)
+            ax.errorbar([r for r, _ in points], [x[f"{metric}_mean"] for _, x in points],
+                        yerr=[x[f"{metric}_std"] for _, x in points], fmt=style, color=colour, capsize=3,
+                        label=f"{m}, {strategy}", alpha=1.0 if m == method else 0.6)
     ax.set_xlabel("ratio of training pairs unpaired")
     ax.set_ylabel(f"test {metric.upper()}")
     ax.set_title(f"{method}: test {metric.upper()} against unpairing ratio")
