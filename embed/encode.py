@@ -24,10 +24,10 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from tqdm import tqdm
 from mixbench import dist
 from mixbench.config import hash_json
 from mixbench.device import resolve_device
-from mixbench.errors import ConfigError, DataError, MixbenchError, StoreError
+from mixbench.errors import ConfigError, DataError, StoreError
 from prep.manifest import atomic_write_json
 from prep.store import FEAT_DTYPES, Column, Store, StoreWriter, shard_name, split_sort_key
 
@@ -60,7 +60,6 @@ from .images import (
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 EMPTY_TEXT = "empty-text"
 EMPTY_TAGS = "empty-tags"
@@ -175,27 +174,6 @@ def _image_root(src: Store, base_dir: Path) -> Path:
     return p if p.is_absolute() else (base_dir / p)
 
 
-def _on_main(d: dist.DistInfo, fn: Callable[[], T]) -> T | None:
-    """Run ``fn`` on rank 0 only; its error is raised on every rank (a :class:`MixbenchError` as its kind)
-    instead of leaving the others waiting. Returns ``fn()`` on rank 0, None elsewhere."""
-    if not d.enabled:
-        return fn()
-    result: T | None = None
-    err: tuple[str, str] | None = None
-    if d.is_main:
-        try:
-            result = fn()
-        except Exception as exc:  # any failure must reach the other ranks, or they wait forever
-            kind = type(exc).__name__ if isinstance(exc, MixbenchError) else "other"
-            err = (kind, str(exc) if kind != "other" else f"rank 0 failed ({type(exc).__name__}: {exc})")
-            dist.broadcast_object(err)
-            raise
-    err = dist.broadcast_object(err)
-    if err is not None:
-        raise {"DataError": DataError, "ConfigError": ConfigError, "other": RuntimeError}.get(err[0], StoreError)(err[1])
-    return result
-
-
 # -- fitting (train split only) ------------------------------------------------------------------
 def _fit(plans: Mapping[str, ModalityPlan], src: Store, d: dist.DistInfo) -> None:
     """Fit the encoders that need it (TF-IDF) on the train split: rank 0 fits, every rank gets
@@ -212,7 +190,7 @@ def _fit(plans: Mapping[str, ModalityPlan], src: Store, d: dist.DistInfo) -> Non
             enc.fit(_train_values(src, m, plan))
             return enc.fitted_state()
 
-        state = dist.broadcast_object(_on_main(d, fit_here))
+        state = dist.on_main(fit_here)
         if not d.is_main:
             enc.load_fitted_state(state)
 
@@ -572,10 +550,10 @@ def encode_store(
         return w
 
     if d.is_main:
-        writer = _on_main(d, open_main)
+        writer = dist.on_main(open_main, share=False)
         assert writer is not None
     else:
-        _on_main(d, open_main)  # wait for rank 0 (its error is raised here too)
+        dist.on_main(open_main, share=False)  # wait for rank 0 (its error is raised here too)
         writer = make_writer()
 
     records = sorted(src.manifest["shards"], key=lambda r: (split_sort_key(r["split"]), r["index"]))
@@ -607,7 +585,7 @@ def encode_store(
 
     timing = {"setup_s": round(t_setup - t_start, 3), "encode_s": round(t_encode - t_setup, 3),
               "rows_encoded_by_rank0": rows_done}
-    _on_main(d, lambda: _finish(src, out, writer, plans, records, run_key, float(max_reject_fraction), dtype, d,
+    dist.on_main(lambda: _finish(src, out, writer, plans, records, run_key, float(max_reject_fraction), dtype, d,
                                 dev, timing))
     return Store(out)
 

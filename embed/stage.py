@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from mixbench import dist
 from mixbench.device import resolve_device
-from mixbench.errors import ConfigError, MixbenchError, StoreError
+from mixbench.errors import ConfigError, StoreError
 from prep.manifest import MANIFEST, lineage_entry, run_key
 from prep.store import Column, Store, StoreWriter, reusable
 
@@ -41,7 +41,6 @@ ENCODED_DIR = "encoded"
 #: Columns of a raw store that a feature store does not carry.
 RAW_COLUMNS = ("path", "text", "pixels")
 
-T = TypeVar("T")
 Estimator = PCA | Standardizer
 
 
@@ -67,7 +66,7 @@ def embed(
     inputs = {"store": source.input_record(), **_weights_inputs(cfg, Path(base_dir))}
     key = run_key(STAGE, conf, inputs)
 
-    done = _on_main(lambda: _reuse_or_check(out, key, reuse=reuse, overwrite=overwrite))
+    done = dist.on_main(lambda: _reuse_or_check(out, key, reuse=reuse, overwrite=overwrite))
     if done is not None:
         log.info("embed: %s is complete with the same config and input; reusing it", out)
         return {**done, "reused": True}
@@ -85,7 +84,7 @@ def embed(
 
     # Rank 0 opens the output first (it clears a replaced store and stale shards), then the others.
     writers: list[StoreWriter] = []
-    _on_main(lambda: writers.append(_writer(out, store, schema, lineage, key, overwrite, 0)))
+    dist.on_main(lambda: writers.append(_writer(out, store, schema, lineage, key, overwrite, 0)), share=False)
     writer = writers[0] if info.is_main else _writer(out, store, schema, lineage, key, overwrite, info.rank)
 
     records = [rec for split in store.splits for rec in store.shards(split)]
@@ -184,31 +183,6 @@ def _device(name: str, info: dist.DistInfo) -> torch.device:
     return dev
 
 
-def _on_main(fn: Callable[[], T]) -> T:
-    """Run ``fn`` on rank 0 and share its result (or its error) with every rank."""
-    info = dist.info()
-    if not info.enabled:
-        return fn()
-    box: tuple[str, Any] = ("ok", None)
-    failure: BaseException | None = None
-    if info.is_main:
-        try:
-            box = ("ok", fn())
-        except MixbenchError as exc:
-            box = ("err", exc)
-        except Exception as exc:  # noqa: BLE001 - any failure must reach the other ranks, or they wait forever
-            failure = exc
-            box = ("fail", f"{type(exc).__name__}: {exc}")
-    box = dist.broadcast_object(box if info.is_main else None)
-    if failure is not None:
-        raise failure
-    if box[0] == "err":
-        raise box[1]
-    if box[0] == "fail":
-        raise RuntimeError(f"embed: rank 0 failed ({box[1]}); this rank stops too.")
-    return box[1]
-
-
 # -- encode -------------------------------------------------------------------------------------
 WEIGHT_KEYS = ("pretrained", "weights", "model_config")
 
@@ -249,7 +223,7 @@ def _encode(
                 "dtype": "float32", "seed": cfg.seed}
     key = run_key(f"{STAGE}.encode", enc_conf, inputs)
     path = out / ENCODED_DIR
-    if _on_main(lambda: reusable(path, key) is not None):
+    if dist.on_main(lambda: reusable(path, key) is not None):
         log.info("embed: encoded features at %s are complete with the same encoders; reusing them", path)
         enc = Store(path)
     else:

@@ -8,7 +8,7 @@ behaves as a single process: rank 0 of 1. Under ``torchrun`` the group is initia
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -90,6 +90,37 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def on_main(fn: Callable[[], T], *, share: bool = True) -> T | None:
+    """Run ``fn`` on rank 0 only and return its result on every rank (``share``; else ``None`` on the
+    other ranks, for results that do not pickle). A failure on rank 0 is raised on every rank: a
+    :class:`MixbenchError` as itself, anything else as a ``RuntimeError`` naming it, so no rank is
+    left waiting in a collective call. In a single process it is just ``fn()``."""
+    d = info()
+    if not d.enabled:
+        return fn()
+    from .errors import MixbenchError
+
+    box: tuple[str, Any] = ("ok", None)
+    value: T | None = None
+    failure: BaseException | None = None
+    if d.is_main:
+        try:
+            value = fn()
+            box = ("ok", value if share else None)
+        except MixbenchError as exc:
+            failure, box = exc, ("err", exc)
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the other ranks, or they wait forever
+            failure, box = exc, ("fail", f"{type(exc).__name__}: {exc}")
+    box = broadcast_object(box if d.is_main else None)
+    if failure is not None:
+        raise failure
+    if box[0] == "err":
+        raise box[1]
+    if box[0] == "fail":
+        raise RuntimeError(f"rank 0 failed ({box[1]}); this rank stops too.")
+    return value if d.is_main else box[1]
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
