@@ -95,17 +95,23 @@ def test_pooled_and_centred_reproduce_the_reference(benchmark: BenchmarkData) ->
     assert again == res
 
 
-def test_concat_runs_on_linked_pairs_only(paired: dict) -> None:
-    """Both halves kept; train links kept for the first 800 pairs only, test links all kept."""
+def _linked_first(paired: dict, n_linked: int) -> BenchmarkData:
+    """Both halves of every pair kept (raw features: image 128-d, text 10-d); in train only the first
+    ``n_linked`` pairs stay linked, in test all of them."""
     splits = {}
     for split, t in paired.items():
         pair = t["image"]["pair"].copy()
         if split == "train":
-            pair[800:] = -1
+            pair[n_linked:] = -1
         xs = {m: t[m]["feat"] for m in ("image", "text")}
         ys = {m: t[m]["label"] for m in ("image", "text")}
         splits[split] = _tensors(xs, ys, {"image": pair, "text": t["text"]["pair"]})
-    data = BenchmarkData(["image", "text"], [str(i) for i in range(10)], splits, {"image": 128, "text": 10}, {})
+    return BenchmarkData(["image", "text"], [str(i) for i in range(10)], splits, {"image": 128, "text": 10}, {})
+
+
+def test_concat_runs_on_linked_pairs_only(paired: dict) -> None:
+    """Both halves kept; train links kept for the first 800 pairs only, test links all kept."""
+    data = _linked_first(paired, 800)
     res = kmeans_baselines(data, seed=0, n_init=5)
     assert list(res) == ["kmeans-concat", "kmeans-linked"]  # different dims: no pooled methods
     concat = res["kmeans-concat"]
@@ -152,15 +158,7 @@ def test_linked_aligns_the_modalities_through_the_pairs(paired: dict) -> None:
     recover part of the gap, 0.351 against 0.330 random and 0.369 oracle.)"""
     from train.headroom import headroom
 
-    splits = {}
-    for split, t in paired.items():
-        pair = t["image"]["pair"].copy()
-        if split == "train":
-            pair[800:] = -1
-        xs = {m: t[m]["feat"] for m in ("image", "text")}
-        ys = {m: t[m]["label"] for m in ("image", "text")}
-        splits[split] = _tensors(xs, ys, {"image": pair, "text": t["text"]["pair"]})
-    data = BenchmarkData(["image", "text"], [str(i) for i in range(10)], splits, {"image": 128, "text": 10}, {})
+    data = _linked_first(paired, 800)
     res = kmeans_baselines(data, seed=0, n_init=5)
     assert list(res) == ["kmeans-concat", "kmeans-linked"]
     linked = res["kmeans-linked"]["test"]
