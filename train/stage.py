@@ -69,19 +69,9 @@ def train(
     Returns ``{"run_dir", "metrics" (the metrics.json payload), "table" (markdown, as the CLI prints it),
     "reused", "run_key"}``. Under ``torchrun`` the run happens on rank 0 (DM2C is small: one device is
     plenty) and every rank gets its result."""
-    info = dist.info()
-    if not info.enabled:
-        return _train(src, out, config, overwrite=overwrite, reuse=reuse)
-    outcome: tuple[str, Any] = ("ok", None)
-    if info.is_main:
-        try:
-            outcome = ("ok", _train(src, out, config, overwrite=overwrite, reuse=reuse))
-        except Exception as exc:  # every rank must leave the collective call below
-            outcome = ("error", exc)
-    status, value = dist.broadcast_object(outcome)
-    if status == "error":
-        raise value
-    return value
+    result = dist.on_main(lambda: _train(src, out, config, overwrite=overwrite, reuse=reuse))
+    assert result is not None
+    return result
 
 
 def _train(
