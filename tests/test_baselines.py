@@ -168,6 +168,29 @@ def test_linked_aligns_the_modalities_through_the_pairs(paired: dict) -> None:
     assert bounds["aligned_random"] + 0.01 < linked["acc"] <= bounds["aligned_oracle"]
 
 
+def test_shared_per_modality_kmeans_gives_the_same_figures_without_refitting(
+    paired: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The train stage fits the per-modality k-means once and hands it to kmeans-linked and headroom:
+    the figures are those of the two separate fits, and no further k-means is fitted for them."""
+    from train import baselines
+    from train.headroom import headroom
+
+    data = _linked_first(paired, 800)
+    alone = kmeans_baselines(data, seed=0, n_init=5)
+    bounds_alone = headroom(data, seed=0, n_init=5, n_permutations=50, supervised=False)
+    models = baselines.modality_kmeans(data, seed=0, n_init=5)
+    assert sorted(models) == ["image", "text"]
+
+    def refit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("per-modality k-means fitted again although it was shared")
+
+    monkeypatch.setattr(baselines, "modality_kmeans", refit)
+    shared = kmeans_baselines(data, seed=0, n_init=5, modality_models=models)
+    assert shared == alone
+    assert headroom(data, seed=0, n_init=5, n_permutations=50, supervised=False, models=models) == bounds_alone
+
+
 def test_linked_on_uci_recovers_most_of_the_alignment(uci_dir: Path, tmp_path: Path) -> None:
     """UCI fou + kar: both views carry the digits, so aligning their clusters is worth a lot. With
     all 1,600 train pairs linked kmeans-linked nearly reaches the oracle alignment (~0.64 against

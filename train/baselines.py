@@ -34,7 +34,7 @@ between clusters and the modality of each row: high means the clusters split by 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ from mixbench.errors import DataError
 
 from .data import BenchmarkData, SplitTensors
 from .kmeans import KMeans
-from .metrics import METRICS, clustering_metrics
+from .metrics import METRICS, clustering_metrics, hungarian
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +102,14 @@ def kmeans_baselines(
     device: str | torch.device | None = None,
     max_iter: int = 1000,
     tol: float = 5e-5,
+    modality_models: Mapping[str, KMeans] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{method: {split: metrics}}`` for the k-means baselines of ``data`` (see the module doc).
 
     k-means: :class:`train.kmeans.KMeans` with ``n_clusters = data.n_classes`` and the given
-    ``n_init``, ``max_iter``, ``tol`` and ``seed``, on ``device`` (default: where the features are)."""
+    ``n_init``, ``max_iter``, ``tol`` and ``seed``, on ``device`` (default: where the features are).
+    ``modality_models``: :func:`modality_kmeans` of ``data`` with the same settings, when the caller
+    has it already (``kmeans-linked`` then fits nothing)."""
     if "train" not in data.splits:
         raise DataError(f"the benchmark has no 'train' split (splits: {list(data.splits)}); baselines are fitted on train.")
     if data.n_classes < 1:
@@ -157,7 +160,8 @@ def kmeans_baselines(
             log.info(
                 "%s [%s] %d rows: %s", method, name, int(m["n_rows"]), ", ".join(f"{key} {m[key]:.4f}" for key in METRICS)
             )
-    linked = _linked(data, seed=seed, n_init=n_init, device=device, max_iter=max_iter, tol=tol)
+    linked = _linked(data, seed=seed, n_init=n_init, device=device, max_iter=max_iter, tol=tol,
+                     models=modality_models)
     if linked is not None:
         results["kmeans-linked"] = linked
     if not results:
@@ -167,13 +171,36 @@ def kmeans_baselines(
     return results
 
 
+def modality_kmeans(
+    data: BenchmarkData,
+    *,
+    seed: int = 0,
+    n_init: int = 20,
+    device: str | torch.device | None = None,
+    max_iter: int = 1000,
+    tol: float = 5e-5,
+) -> dict[str, KMeans]:
+    """k-means (k = the number of classes) fitted on each modality's train rows alone, in its own
+    feature space: the partitions behind ``kmeans-linked`` and :func:`train.headroom.headroom`.
+    Every modality needs at least k train rows (callers check)."""
+    train, k = data.splits["train"], data.n_classes
+    return {m: KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, device=device or "auto").fit(train.x[m])
+            for m in data.modalities}
+
+
 def _linked(
-    data: BenchmarkData, *, seed: int, n_init: int, device: str | torch.device | None, max_iter: int, tol: float
+    data: BenchmarkData,
+    *,
+    seed: int,
+    n_init: int,
+    device: str | torch.device | None,
+    max_iter: int,
+    tol: float,
+    models: Mapping[str, KMeans] | None = None,
 ) -> dict[str, dict[str, float]] | None:
     """``kmeans-linked`` (module doc), or None when the train split has no linked pair or a modality has
-    fewer train rows than clusters."""
-    from scipy.optimize import linear_sum_assignment
-
+    fewer train rows than clusters. ``models``: per-modality k-means already fitted with the same
+    settings (:func:`modality_kmeans`), to share them with the headroom figures."""
     train, k = data.splits["train"], data.n_classes
     mods = list(data.modalities)[:2]
     ia, ib = train.linked()
@@ -183,13 +210,13 @@ def _linked(
     if any(train.n(m) < k for m in mods):
         log.info("kmeans-linked: a modality has fewer than k = %d train rows; skipped.", k)
         return None
-    models = {m: KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, device=device or "auto").fit(train.x[m])
-              for m in mods}
+    if models is None:
+        models = modality_kmeans(data, seed=seed, n_init=n_init, device=device, max_iter=max_iter, tol=tol)
     la = torch.as_tensor(models[mods[0]].labels_).cpu().numpy()[ia.cpu().numpy()]
     lb = torch.as_tensor(models[mods[1]].labels_).cpu().numpy()[ib.cpu().numpy()]
     counts = np.zeros((k, k), dtype=np.int64)
     np.add.at(counts, (lb, la), 1)
-    rows, cols = linear_sum_assignment(counts, maximize=True)
+    rows, cols = hungarian(counts)
     to_first = np.empty(k, dtype=np.int64)
     to_first[rows] = cols  # cluster c of the second modality -> cluster to_first[c] of the first
     out: dict[str, dict[str, float]] = {}

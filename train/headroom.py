@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -38,15 +39,14 @@ from mixbench.errors import DataError
 
 from .data import BenchmarkData
 from .kmeans import KMeans
+from .metrics import hungarian
 
 log = logging.getLogger(__name__)
 
 
 def _matched(table: np.ndarray) -> int:
     """Rows on the Hungarian matching of a class × cluster count table."""
-    from scipy.optimize import linear_sum_assignment
-
-    r, c = linear_sum_assignment(table, maximize=True)
+    r, c = hungarian(table)
     return int(table[r, c].sum())
 
 
@@ -77,17 +77,18 @@ def headroom(
     n_permutations: int = 1000,
     supervised: bool = True,
     device: str | torch.device | None = None,
+    models: Mapping[str, KMeans] | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{split: {key: value}}`` for the keys of the module docstring, plus ``n_rows`` and ``n_<m>``.
 
-    k-means: :class:`train.kmeans.KMeans` with k = the number of classes, ``n_init`` restarts and
-    ``seed``; the random alignments are drawn from ``numpy.random.default_rng(seed)``."""
+    k-means: :func:`train.baselines.modality_kmeans` (k = the number of classes, ``n_init`` restarts,
+    ``seed``), or ``models`` where the caller has fitted them already (the train stage shares them with
+    ``kmeans-linked``); the random alignments are drawn from ``numpy.random.default_rng(seed)``."""
     if "train" not in data.splits:
         raise DataError(f"the benchmark has no 'train' split (splits: {list(data.splits)}); k-means is fitted on it.")
     k = data.n_classes
     train = data.splits["train"]
     mods = list(data.modalities)
-    models: dict[str, KMeans] = {}
     for m in mods:
         n = train.n(m)
         if n < k:
@@ -95,7 +96,10 @@ def headroom(
                 f"modality '{m}' has {n} train rows but k-means needs at least k = {k}; headroom clusters "
                 "each modality alone, so every modality needs k train rows."
             )
-        models[m] = KMeans(k, n_init=n_init, seed=seed, device=device or "auto").fit(train.x[m])
+    if models is None:
+        from .baselines import modality_kmeans
+
+        models = modality_kmeans(data, seed=seed, n_init=n_init, device=device)
 
     rng = np.random.default_rng(seed)
     perms = [np.stack([rng.permutation(k) for _ in range(n_permutations)]) for _ in mods[1:]]

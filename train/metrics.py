@@ -109,8 +109,9 @@ def contingency(y_true: Any, y_pred: Any, *, classes: Sequence[int] | None = Non
     return _table(t, p, classes)[0]
 
 
-def _matching(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hungarian matching maximising the matched counts: (class rows, cluster columns)."""
+def hungarian(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian matching of a class × cluster count table maximising the matched counts:
+    (class rows, cluster columns). ``table[rows, cols].sum()`` is the number of rows ``acc`` counts."""
     rows, cols = linear_sum_assignment(table, maximize=True)
     return rows, cols
 
@@ -142,7 +143,7 @@ def metrics_from_contingency(table: np.ndarray) -> dict[str, float]:
     sum_a = _sum_sq(a)
     sum_b = _sum_sq(b)
 
-    rows, cols = _matching(table)
+    rows, cols = hungarian(table)
     acc = float(table[rows, cols].sum()) / n
     purity = float(table.max(axis=0).sum()) / n
 
@@ -227,7 +228,7 @@ def hungarian_mapping(y_true: Any, y_pred: Any) -> dict[int, int]:
     """
     t, p = _pair(y_true, y_pred)
     table, cls_vals, clu_vals = _table(t, p, None)
-    rows, cols = _matching(table)
+    rows, cols = hungarian(table)
     return {int(clu_vals[j]): int(cls_vals[i]) for i, j in sorted(zip(rows, cols), key=lambda rc: clu_vals[rc[1]])}
 
 
@@ -241,7 +242,7 @@ def matched_confusion(y_true: Any, y_pred: Any, *, classes: Sequence[int] | None
     """
     t, p = _pair(y_true, y_pred)
     table, cls_vals, clu_vals = _table(t, p, classes)
-    rows, cols = _matching(table)
+    rows, cols = hungarian(table)
     n_cls = len(cls_vals)
     matched_to = dict(zip(cols.tolist(), rows.tolist()))  # cluster column → class row
     unmatched = [j for j in range(len(clu_vals)) if j not in matched_to]

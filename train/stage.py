@@ -44,6 +44,7 @@ from .config import TrainConfig
 from .data import BenchmarkData
 from .dm2c import check_benchmark
 from .estimator import DM2C
+from .kmeans import KMeans
 from .report import make_plots, results_tables, write_report
 from .runlog import RunLog
 
@@ -116,13 +117,21 @@ def _train(
     methods: dict[str, dict[str, dict[str, float]]] = {"dm2c": ev.metrics}
     bounds: dict[str, dict[str, float]] | None = None
     if cfg.baselines:
-        from .baselines import kmeans_baselines
+        from .baselines import kmeans_baselines, modality_kmeans
 
         t0 = time.perf_counter()
-        methods.update(kmeans_baselines(data, seed=cfg.seed, n_init=cfg.n_init, device=device))
+        train_split = data.splits.get("train")
+        # One per-modality k-means serves kmeans-linked and the headroom figures (same seed and settings).
+        per_modality = (
+            modality_kmeans(data, seed=cfg.seed, n_init=cfg.n_init, device=device)
+            if train_split is not None and all(train_split.n(m) >= data.n_classes for m in data.modalities)
+            else None
+        )
+        methods.update(kmeans_baselines(data, seed=cfg.seed, n_init=cfg.n_init, device=device,
+                                        modality_models=per_modality))
         phases["baselines"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        bounds = _headroom(data, cfg, device)
+        bounds = _headroom(data, cfg, device, per_modality)
         phases["headroom"] = time.perf_counter() - t0
 
     trainer = model.trainer_
@@ -177,13 +186,15 @@ def _train(
     return {"run_dir": str(out), "metrics": payload, "table": table, "reused": False, "run_key": key}
 
 
-def _headroom(data: BenchmarkData, cfg: TrainConfig, device: torch.device) -> dict[str, dict[str, float]] | None:
-    """The benchmark's alignment bounds (:mod:`train.headroom`), or None where they do not apply
-    (a modality with fewer train rows than clusters)."""
+def _headroom(
+    data: BenchmarkData, cfg: TrainConfig, device: torch.device, models: Mapping[str, KMeans] | None
+) -> dict[str, dict[str, float]] | None:
+    """The benchmark's alignment bounds (:mod:`train.headroom`, on the per-modality k-means ``models``
+    where given), or None where they do not apply (a modality with fewer train rows than clusters)."""
     from .headroom import headroom
 
     try:
-        return headroom(data, seed=cfg.seed, n_init=cfg.n_init, device=device)
+        return headroom(data, seed=cfg.seed, n_init=cfg.n_init, device=device, models=models)
     except DataError as exc:
         log.info("train: no headroom figures (%s)", exc)
         return None
