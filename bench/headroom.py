@@ -26,14 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import mean_std  # bench/ is on sys.path when a script runs
+
 log = logging.getLogger("bench.headroom")
 KEYS = ("aligned_random", "aligned_oracle", "supervised")
-
-
-def _ms(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "—"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def run(recipes: list[Path], seeds: int, work: Path, device: str) -> dict[str, Any]:
@@ -62,10 +58,10 @@ def table(results: dict[str, Any], variants: dict[str, Any] | None) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, res in results.items():
         per = res["test"]
-        cells = [name] + [f"{m}: {_ms([r[f'acc_{m}'] for r in per])}" for m in res["modalities"]]
-        cells += [_ms([r[k] for r in per]) for k in KEYS]
+        cells = [name] + [f"{m}: {mean_std([r[f'acc_{m}'] for r in per])}" for m in res["modalities"]]
+        cells += [mean_std([r[k] for r in per]) for k in KEYS]
         measured = (variants or {}).get(name, {})
-        cells += [_ms([r["acc"] for r in measured[v]]) if v in measured else "—" for v in names]
+        cells += [mean_std([r["acc"] for r in measured[v]]) if v in measured else "—" for v in names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import mean_std  # bench/ is on sys.path when a script runs
+
 log = logging.getLogger("bench.variants")
 QUICK = {"pretrain_epochs": 3, "epochs": 4, "n_init": 3}
-
-
-def _ms(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "—"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def run(recipes: list[Path], variants: list[str], seeds: int, work: Path, quick: bool, device: str) -> dict[str, Any]:
@@ -66,7 +61,7 @@ def table(results: dict[str, Any], variants: list[str]) -> str:
             accs = [r["acc"] for r in per[v]]
             nmis = [r["nmi"] for r in per[v]]
             delta = [a - b["acc"] for a, b in zip(accs, per[base])]
-            lines.append(f"| {name} | {v} | {_ms(accs)} | {_ms(nmis)} | {'—' if v == base else _ms(delta)} |")
+            lines.append(f"| {name} | {v} | {mean_std(accs)} | {mean_std(nmis)} | {'—' if v == base else mean_std(delta)} |")
     return "\n".join(lines)
 
 
