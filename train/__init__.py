@@ -5,7 +5,7 @@
 - :func:`train` — the stage: benchmark store → run folder (metrics.json, report.md, epochs.jsonl/csv,
   plots, checkpoints, run.json).
 - :func:`list_variants` — the registered DM2C variants (``faithful`` = the reference code;
-  ``dm2c-anchor``, see :mod:`train.variants`).
+  ``dm2c-anchor`` and ``dm2c-linked``, see :mod:`train.variants`).
 """
 
 from .config import TrainConfig
