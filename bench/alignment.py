@@ -53,6 +53,8 @@ if str(REPO) not in sys.path:
 
 from _common import mean_std  # bench/ is on sys.path when a script runs
 
+from train.headroom import class_cluster_counts, matched_rows
+
 log = logging.getLogger("bench.alignment")
 METHODS = ("random", "size", "centroid-gw", "centroid-rank-gw", "w-procrustes", "train-labels", "oracle")
 N_RANDOM = 1000
@@ -61,19 +63,12 @@ WP_ROWS, WP_STARTS, WP_ROUNDS = 500, 20, 15
 
 
 # -- joins --------------------------------------------------------------------------------------------
-def _matched(table: np.ndarray) -> int:
-    from train.metrics import hungarian
-
-    r, c = hungarian(table)
-    return int(table[r, c].sum())
-
-
 def joined_acc(t_a: np.ndarray, t_b: np.ndarray, perm: np.ndarray) -> float:
     """Overall ACC when cluster ``c`` of the second modality joins cluster ``perm[c]`` of the first
     (``t_*``: class × cluster counts of each modality's rows)."""
     joined = t_a.copy()
     joined[:, perm] += t_b
-    return _matched(joined) / int(t_a.sum() + t_b.sum())
+    return matched_rows(joined) / int(t_a.sum() + t_b.sum())
 
 
 def oracle_perm(t_a: np.ndarray, t_b: np.ndarray) -> np.ndarray:
@@ -165,12 +160,6 @@ def w_procrustes(x_a: np.ndarray, x_b: np.ndarray, l_a: np.ndarray, l_b: np.ndar
 
 
 # -- one store ------------------------------------------------------------------------------------------
-def _counts(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
-    table = np.zeros((k, k), dtype=np.int64)
-    np.add.at(table, (y, pred), 1)
-    return table
-
-
 def run_store(data: Any, seeds: int) -> dict[str, Any]:
     import torch
 
@@ -188,8 +177,8 @@ def run_store(data: Any, seeds: int) -> dict[str, Any]:
         models = modality_kmeans(data, seed=seed)
         lab = {m: torch.as_tensor(models[m].labels_).cpu().numpy().astype(np.int64) for m in (a, b)}
         pred = {m: torch.as_tensor(models[m].predict(test.x[m])).cpu().numpy().astype(np.int64) for m in (a, b)}
-        t_test = {m: _counts(y_test[m], pred[m], k) for m in (a, b)}
-        truth = oracle_perm(_counts(y_train[a], lab[a], k), _counts(y_train[b], lab[b], k))
+        t_test = {m: class_cluster_counts(y_test[m], pred[m], k) for m in (a, b)}
+        truth = oracle_perm(class_cluster_counts(y_train[a], lab[a], k), class_cluster_counts(y_train[b], lab[b], k))
         rng = np.random.default_rng(seed)
         c = {m: _centroids(x[m], lab[m], k) for m in (a, b)}
         perms: dict[str, np.ndarray] = {"train-labels": truth, "size": size_match(np.bincount(lab[a], minlength=k),
@@ -207,7 +196,7 @@ def run_store(data: Any, seeds: int) -> dict[str, Any]:
         row: dict[str, Any] = {"seed": seed, "timings": timings}
         row["acc"] = {name: joined_acc(t_test[a], t_test[b], p) for name, p in perms.items()}
         row["acc"]["random"] = float(np.mean([joined_acc(t_test[a], t_test[b], p) for p in randoms]))
-        row["acc"]["oracle"] = (_matched(t_test[a]) + _matched(t_test[b])) / int(t_test[a].sum() + t_test[b].sum())
+        row["acc"]["oracle"] = (matched_rows(t_test[a]) + matched_rows(t_test[b])) / int(t_test[a].sum() + t_test[b].sum())
         row["correct"] = {name: int(np.sum(p == truth)) for name, p in perms.items()}
         d_a, d_b = _distances(c[a], False), _distances(c[b], False)
         truth_loss = gw_objective(d_a, d_b, truth)

@@ -44,13 +44,13 @@ from .metrics import hungarian
 log = logging.getLogger(__name__)
 
 
-def _matched(table: np.ndarray) -> int:
+def matched_rows(table: np.ndarray) -> int:
     """Rows on the Hungarian matching of a class × cluster count table."""
     r, c = hungarian(table)
     return int(table[r, c].sum())
 
 
-def _counts(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+def class_cluster_counts(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     """Class × cluster counts with every class and cluster id in ``0..k-1`` (absent ones as zeros)."""
     table = np.zeros((k, k), dtype=np.int64)
     np.add.at(table, (y, pred), 1)
@@ -110,7 +110,7 @@ def headroom(
             if split.n(m) == 0:
                 continue
             pred = torch.as_tensor(models[m].predict(split.x[m])).cpu().numpy().astype(np.int64)
-            tables[m] = _counts(split.y[m].cpu().numpy(), pred, k)
+            tables[m] = class_cluster_counts(split.y[m].cpu().numpy(), pred, k)
             rows[m] = split.n(m)
         n = sum(rows.values())
         if n == 0:
@@ -118,8 +118,8 @@ def headroom(
         res: dict[str, float] = {"n_rows": float(n)}
         for m, t in tables.items():
             res[f"n_{m}"] = float(rows[m])
-            res[f"acc_{m}"] = _matched(t) / rows[m]
-        res["aligned_oracle"] = sum(_matched(t) for t in tables.values()) / n
+            res[f"acc_{m}"] = matched_rows(t) / rows[m]
+        res["aligned_oracle"] = sum(matched_rows(t) for t in tables.values()) / n
         first = tables.get(mods[0], np.zeros((k, k), dtype=np.int64))
         total = []
         for i in range(n_permutations):
@@ -127,7 +127,7 @@ def headroom(
             for j, m in enumerate(mods[1:]):
                 if m in tables:
                     joined[:, perms[j][i]] += tables[m]  # cluster c of m joins cluster perm[c] of the first
-            total.append(_matched(joined))
+            total.append(matched_rows(joined))
         res["aligned_random"] = float(np.mean(total)) / n
         if supervised and name != "train":
             accs = {m: _supervised(train.x[m], train.y[m], split.x[m], split.y[m]) for m in tables}
@@ -138,4 +138,4 @@ def headroom(
     return out
 
 
-__all__ = ["headroom"]
+__all__ = ["class_cluster_counts", "headroom", "matched_rows"]
