@@ -9,7 +9,7 @@ store stays the recipe's). The variants train with the same schedule as faithful
     python bench/variants.py --recipes data/recipes/wikipedia.toml --seeds 3
     python bench/variants.py --quick                          # short schedule (a smoke run)
     python bench/variants.py --recipes data/recipes/uci-mfeat.toml --ratio 0.5,0.8 \
-        --variants faithful,dm2c-anchor,dm2c-linked              # partly linked benchmarks
+        --variants faithful,dm2c-anchor,dm2c-linked --kmeans-linked   # partly linked benchmarks
 
 ``--ratio`` overrides the recipe's ``[unpair] ratio`` (one benchmark per value, named
 ``<recipe> r=<ratio>``): below 1 some train pairs stay linked, which ``dm2c-linked`` uses.
@@ -35,10 +35,12 @@ QUICK = {"pretrain_epochs": 3, "epochs": 4, "n_init": 3}
 
 
 def run(recipes: list[Path], variants: list[str], seeds: int, work: Path, quick: bool, device: str,
-        ratios: list[float] | None = None) -> dict[str, Any]:
+        ratios: list[float] | None = None, kmeans_linked: bool = False) -> dict[str, Any]:
     import train
     from mixbench.recipe import load_recipe
     from mixbench.run import run_recipe, stage_configs
+    from train.baselines import kmeans_baselines
+    from train.data import BenchmarkData
 
     results: dict[str, Any] = {}
     for path, ratio in [(p, r) for p in recipes for r in (ratios or [None])]:
@@ -59,6 +61,11 @@ def run(recipes: list[Path], variants: list[str], seeds: int, work: Path, quick:
                 test = res["metrics"]["methods"]["dm2c"]["test"]
                 per[variant].append({"acc": test["acc"], "nmi": test["nmi"]})
                 log.info("%s %s seed %d: test ACC %.4f NMI %.4f", name, variant, seed, test["acc"], test["nmi"])
+            if kmeans_linked:  # the k-means baseline that uses the links, same seed (absent at ratio 1)
+                data = BenchmarkData.from_store(root / "unpair")
+                linked = kmeans_baselines(data, seed=seed, n_init=base.n_init).get("kmeans-linked")
+                if linked is not None:
+                    per.setdefault("kmeans-linked", []).append({"acc": linked["test"]["acc"], "nmi": linked["test"]["nmi"]})
         results[name] = per
     return results
 
@@ -67,7 +74,7 @@ def table(results: dict[str, Any], variants: list[str]) -> str:
     base = variants[0]
     lines = ["| dataset | variant | test ACC | test NMI | ΔACC vs " + base + " (paired) |", "|---|---|---|---|---|"]
     for name, per in results.items():
-        for v in variants:
+        for v in [*variants, *(m for m in per if m not in variants)]:
             accs = [r["acc"] for r in per[v]]
             nmis = [r["nmi"] for r in per[v]]
             delta = [a - b["acc"] for a, b in zip(accs, per[base])]
@@ -85,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help=f"short schedule {QUICK}")
     p.add_argument("--ratio", help="comma-separated [unpair] ratios overriding the recipe's (one benchmark each)")
+    p.add_argument("--kmeans-linked", action="store_true",
+                   help="also report the kmeans-linked baseline (per-modality k-means joined by the linked pairs)")
     p.add_argument("--out", type=Path, help="also write the per-seed results as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     variants = [v for v in args.variants.split(",") if v]
     ratios = [float(r) for r in args.ratio.split(",")] if args.ratio else None
-    results = run(args.recipes, variants, args.seeds, args.work, args.quick, args.device, ratios)
+    results = run(args.recipes, variants, args.seeds, args.work, args.quick, args.device, ratios, args.kmeans_linked)
     print(f"\nfinal-epoch test metrics, seeds 0..{args.seeds - 1}{' (QUICK schedule)' if args.quick else ''}\n")
     print(table(results, variants))
     if args.out:
