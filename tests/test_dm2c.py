@@ -152,7 +152,7 @@ def test_estimator_api(fitted: DM2C) -> None:
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
         DM2C(epoch=3)
     assert "faithful" in list_variants()
-    with pytest.raises(ConfigError, match="unknown variant. Available: dm2c-anchor, faithful"):
+    with pytest.raises(ConfigError, match="unknown variant. Available: dm2c-anchor, dm2c-linked, faithful"):
         DM2C(variant="nope")
 
 
