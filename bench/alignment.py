@@ -51,7 +51,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import mean_std  # bench/ is on sys.path when a script runs
+# bench/ is on sys.path when a script runs
+from _common import benchmark_store, mean_std, setup_logging
 
 from train.headroom import class_cluster_counts, matched_rows
 
@@ -237,22 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=REPO / "out" / "bench-variants")
     p.add_argument("--out", type=Path, help="also write the per-seed figures as JSON here")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("train", "embed", "unpair", "prep", "mixbench"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    setup_logging()
 
-    from mixbench.recipe import load_recipe
-    from mixbench.run import run_recipe
     from train.data import BenchmarkData
 
     results: dict[str, Any] = {}
     t0 = time.perf_counter()
     for path in args.recipes:
-        recipe = load_recipe(path)
-        root = args.work / recipe.name
-        run_recipe(recipe, out=root, until="unpair")
-        log.info("%s", recipe.name)
-        results[recipe.name] = run_store(BenchmarkData.from_store(root / "unpair", device="cpu"), args.seeds)
+        name, root, _ = benchmark_store(path, args.work)
+        log.info("%s", name)
+        results[name] = run_store(BenchmarkData.from_store(root / "unpair", device="cpu"), args.seeds)
     print(f"\ntest ACC, mean ± std over k-means seeds 0..{args.seeds - 1} ({time.perf_counter() - t0:.0f} s); "
           "gap = share of the random→oracle gap recovered; right = clusters joined as the train labels join them (chance: 1)\n")
     print(table(results))

@@ -26,27 +26,24 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import mean_std  # bench/ is on sys.path when a script runs
+# bench/ is on sys.path when a script runs
+from _common import benchmark_store, mean_std, setup_logging
 
 log = logging.getLogger("bench.headroom")
 KEYS = ("aligned_random", "aligned_oracle", "supervised")
 
 
 def run(recipes: list[Path], seeds: int, work: Path, device: str) -> dict[str, Any]:
-    from mixbench.recipe import load_recipe
-    from mixbench.run import run_recipe
     from train.data import BenchmarkData
     from train.headroom import headroom
 
     results: dict[str, Any] = {}
     for path in recipes:
-        recipe = load_recipe(path)
-        root = work / recipe.name
-        run_recipe(recipe, out=root, until="unpair")
+        name, root, _ = benchmark_store(path, work)
         data = BenchmarkData.from_store(root / "unpair", device="cpu" if device == "auto" else device)
         per = [headroom(data, seed=s)["test"] for s in range(seeds)]
-        results[recipe.name] = {"modalities": list(data.modalities), "test": per}
-        log.info("%s: %s", recipe.name, {k: round(statistics.fmean(r[k] for r in per), 4) for k in per[0]})
+        results[name] = {"modalities": list(data.modalities), "test": per}
+        log.info("%s: %s", name, {k: round(statistics.fmean(r[k] for r in per), 4) for k in per[0]})
     return results
 
 
@@ -77,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="per-seed variant results (bench/variants.py --out files) to print beside")
     p.add_argument("--out", type=Path, help="also write the per-seed headroom figures as JSON here")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("train", "embed", "unpair", "prep", "mixbench"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    setup_logging()
     results = run(args.recipes, args.seeds, args.work, args.device)
     variants = {name: per for path in args.variants for name, per in json.loads(path.read_text()).items()} or None
     print(f"\ntest split, mean ± std over k-means seeds 0..{args.seeds - 1} (measured: final-epoch test ACC)\n")

@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from _common import mean_std  # bench/ is on sys.path when a script runs
+# bench/ is on sys.path when a script runs
+from _common import benchmark_store, mean_std, setup_logging
 
 log = logging.getLogger("bench.variants")
 QUICK = {"pretrain_epochs": 3, "epochs": 4, "n_init": 3}
@@ -37,20 +38,13 @@ QUICK = {"pretrain_epochs": 3, "epochs": 4, "n_init": 3}
 def run(recipes: list[Path], variants: list[str], seeds: int, work: Path, quick: bool, device: str,
         ratios: list[float] | None = None, kmeans_linked: bool = False) -> dict[str, Any]:
     import train
-    from mixbench.recipe import load_recipe
-    from mixbench.run import run_recipe, stage_configs
+    from mixbench.run import stage_configs
     from train.baselines import kmeans_baselines
     from train.data import BenchmarkData
 
     results: dict[str, Any] = {}
     for path, ratio in [(p, r) for p in recipes for r in (ratios or [None])]:
-        recipe = load_recipe(path)
-        name = recipe.name
-        if ratio is not None:
-            recipe = recipe.with_overrides({"unpair": {"ratio": ratio}})
-            name = f"{recipe.name} r={ratio:g}"
-        root = work / name.replace(" ", "-")
-        run_recipe(recipe, out=root, until="unpair")
+        name, root, recipe = benchmark_store(path, work, ratio)
         base = stage_configs(recipe)["train"]
         per: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
         for seed in range(seeds):
@@ -96,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also report the kmeans-linked baseline (per-modality k-means joined by the linked pairs)")
     p.add_argument("--out", type=Path, help="also write the per-seed results as JSON here")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("train", "embed", "unpair", "prep", "mixbench"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    setup_logging()
     variants = [v for v in args.variants.split(",") if v]
     ratios = [float(r) for r in args.ratio.split(",")] if args.ratio else None
     results = run(args.recipes, variants, args.seeds, args.work, args.quick, args.device, ratios, args.kmeans_linked)
