@@ -47,6 +47,7 @@ def run(recipes: list[Path], variants: list[str], seeds: int, work: Path, quick:
         name, root, recipe = benchmark_store(path, work, ratio)
         base = stage_configs(recipe)["train"]
         per: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+        data = BenchmarkData.from_store(root / "unpair") if kmeans_linked else None
         for seed in range(seeds):
             for variant in variants:
                 cfg = base.replace(variant=variant, seed=seed, device=device, baselines=False, plots=False,
@@ -55,8 +56,7 @@ def run(recipes: list[Path], variants: list[str], seeds: int, work: Path, quick:
                 test = res["metrics"]["methods"]["dm2c"]["test"]
                 per[variant].append({"acc": test["acc"], "nmi": test["nmi"]})
                 log.info("%s %s seed %d: test ACC %.4f NMI %.4f", name, variant, seed, test["acc"], test["nmi"])
-            if kmeans_linked:  # the k-means baseline that uses the links, same seed (absent at ratio 1)
-                data = BenchmarkData.from_store(root / "unpair")
+            if data is not None:  # the k-means baseline that uses the links, same seed (absent at ratio 1)
                 linked = kmeans_baselines(data, seed=seed, n_init=base.n_init).get("kmeans-linked")
                 if linked is not None:
                     per.setdefault("kmeans-linked", []).append({"acc": linked["test"]["acc"], "nmi": linked["test"]["nmi"]})
