@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
 from embed.encode import encode_store
 from embed.encoders.base import autocast, resolve_precision, seeded_init
 from mixbench.device import resolve_device
-from prep.store import Column, Store, StoreWriter, base_schema
+from mixbench.store.shards import Column, Store, StoreWriter, base_schema
 
 log = logging.getLogger("bench.embed")
 

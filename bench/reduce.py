@@ -38,7 +38,7 @@ if str(REPO) not in sys.path:
 from embed import embed
 from embed.reduce import PCA, mean_from_sums
 from mixbench.device import resolve_device
-from prep.store import Column, Store, StoreWriter, base_schema
+from mixbench.store.shards import Column, Store, StoreWriter, base_schema
 
 log = logging.getLogger("bench.reduce")
 

@@ -3,7 +3,7 @@
 ``encode_store`` encodes every modality of a raw store that has an encoder (images through the
 decode pipeline of :mod:`embed.images`, texts and tag vectors in the main process) and copies
 finished ``feat`` columns through. It writes one output shard per input shard (same split and
-index) through :class:`prep.store.StoreWriter`, so a killed run restarted with the same run key
+index) through :class:`mixbench.store.shards.StoreWriter`, so a killed run restarted with the same run key
 keeps its finished shards and ends with the same store as an uninterrupted run.
 
 Accounting: every input row is either embedded or rejected (missing/zero-byte/truncated/
@@ -37,8 +37,8 @@ from mixbench import dist
 from mixbench.config import hash_json
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, DataError, StoreError
-from prep.manifest import atomic_write_json
-from prep.store import FEAT_DTYPES, Column, Store, StoreWriter, shard_name, split_sort_key
+from mixbench.store.manifest import atomic_write_json
+from mixbench.store.shards import FEAT_DTYPES, Column, Store, StoreWriter, shard_name, split_sort_key
 
 from .encoders import Encoder, ImageEncoder, ModelCache, ValueEncoder, create_encoder, make_encoder_config
 from .encoders.base import AdaptiveBatch

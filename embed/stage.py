@@ -27,8 +27,8 @@ from tqdm import tqdm
 from mixbench import dist
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, StoreError
-from prep.manifest import MANIFEST, lineage_entry, run_key
-from prep.store import Column, Store, StoreWriter, reusable
+from mixbench.store.manifest import MANIFEST, lineage_entry, run_key
+from mixbench.store.shards import Column, Store, StoreWriter, reusable
 
 from .config import EmbedConfig
 from .logratio import clr
@@ -190,7 +190,7 @@ WEIGHT_KEYS = ("pretrained", "weights", "model_config")
 def _weights_inputs(cfg: EmbedConfig, base_dir: Path) -> dict[str, Any]:
     """Local files an encoder table names (checkpoints, architecture JSON) with their sha256, so
     that replacing a weights file in place changes the run key and nothing stale is reused."""
-    from prep.manifest import sha256_file
+    from mixbench.store.manifest import sha256_file
 
     out: dict[str, Any] = {}
     for modality, table in sorted(cfg.encoders.items()):

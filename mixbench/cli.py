@@ -257,7 +257,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"\ntable: {result['table_path']}\nplot:  {result['plot_path']}")
         return 0
     if args.command == "inspect":
-        from prep.inspect import describe, verify_store
+        from mixbench.store.inspect import describe, verify_store
 
         if args.json:
             print(json.dumps(json.loads((Path(args.path) / "manifest.json").read_text()), indent=2))
@@ -280,7 +280,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"  {split:6s} " + "  ".join(f"{k} {v:.4g}" for k, v in res.items()))
         return 0
     if args.command == "export":
-        from prep.export import export_store
+        from mixbench.store.export import export_store
 
         record = export_store(args.store, args.out, args.format, overwrite=args.overwrite)
         for f in record.get("files", []):

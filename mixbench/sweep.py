@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from prep.manifest import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mixbench.store.manifest import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 from .errors import ConfigError
 from .recipe import Recipe, load_recipe

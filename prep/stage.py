@@ -15,8 +15,8 @@ from tqdm import tqdm
 from mixbench.errors import DataError
 
 from .adapters import AdapterConfig, PairedData, get_adapter, make_config
-from .manifest import lineage_entry, run_key, sha256_file
-from .store import STRING_DTYPE, Column, StoreWriter, base_schema, reusable
+from mixbench.store.manifest import lineage_entry, run_key, sha256_file
+from mixbench.store.shards import STRING_DTYPE, Column, StoreWriter, base_schema, reusable
 from .validate import REJECTS_FILE, check_reject_fraction
 
 log = logging.getLogger(__name__)

@@ -140,7 +140,7 @@ def check_reject_fraction(rejects: Mapping[str, Any], accounting: Mapping[str, A
     frac = count / total if total else 0.0
     if frac <= limit:
         return
-    from .manifest import atomic_write_text
+    from mixbench.store.manifest import atomic_write_text
 
     report = Path(report_dir) / REPORT_ON_FAILURE
     atomic_write_text(report, jsonl)

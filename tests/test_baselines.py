@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from mixbench.errors import DataError
-from prep.store import Store
+from mixbench.store.shards import Store
 from train.baselines import kmeans_baselines
 from train.data import BenchmarkData, SplitTensors
 from train.metrics import METRICS

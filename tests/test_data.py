@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prep.manifest import lineage_entry
-from prep.store import StoreWriter, feature_schema
+from mixbench.store.manifest import lineage_entry
+from mixbench.store.shards import StoreWriter, feature_schema
 from train.data import BenchmarkData
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from mixbench.errors import ConfigError, DataError
-from prep.manifest import lineage_entry, run_key
-from prep.store import Store, StoreWriter, feature_schema
+from mixbench.store.manifest import lineage_entry, run_key
+from mixbench.store.shards import Store, StoreWriter, feature_schema
 from train import DM2C, TrainConfig, TrainingDiverged, list_variants
 from train.data import BenchmarkData
 from train.dm2c import Architecture, DeepAE, DM2CNet, default_hiddens

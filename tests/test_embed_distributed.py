@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import embed
-from prep.store import Store
+from mixbench.store.shards import Store
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ from embed import EmbedConfig
 from embed.reduce import PCA, Standardizer, load_state
 from mixbench import cli
 from mixbench.errors import ConfigError, StoreError
-from prep.store import STRING_DTYPE, Column, Store, StoreWriter, base_schema
+from mixbench.store.shards import STRING_DTYPE, Column, Store, StoreWriter, base_schema
 
 SPLITS = ("train", "test")
 

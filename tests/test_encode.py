@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import mixbench.store
+
 import prep
 from mixbench.errors import ConfigError, DataError
-from prep.store import Column, StoreWriter, base_schema
+from mixbench.store.shards import Column, StoreWriter, base_schema
 
 TINY = "MixbenchTinyCLIP"
 TINY_CFG = {
@@ -100,7 +102,7 @@ def write_images(root: Path, n_plain: int, seed: int = 0) -> list[str]:
 
 
 def build_raw_store(out: Path, image_root: Path, rows: dict[str, list[tuple[str, str, int]]], shard_rows: int = 4,
-                    classes: tuple[str, ...] = ("cat", "dog", "car")) -> prep.Store:
+                    classes: tuple[str, ...] = ("cat", "dog", "car")) -> mixbench.store.Store:
     """A raw paired store: per split a list of (image path, caption, label); pair id = row number."""
     schema = {"image": {**base_schema(), "path": Column("str")}, "text": {**base_schema(), "text": Column("str")}}
     writer = StoreWriter(out, kind="paired", dataset="toy", classes=classes, schema=schema, lineage=[],
@@ -118,7 +120,7 @@ def build_raw_store(out: Path, image_root: Path, rows: dict[str, list[tuple[str,
                          "text": [p[1] for p in part]},
             })
     writer.finish({"image_root": str(image_root)})
-    return prep.Store(out)
+    return mixbench.store.Store(out)
 
 
 WORDS = ["red", "blue", "small", "large", "cat", "dog", "car", "on", "a", "mat", "road", "sofa", "green"]
@@ -148,7 +150,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"tmp": tmp, "src": src, "rows": rows, "clip": write_tiny_clip(tmp / "models")}
 
 
-def run_encode(src: prep.Store, out: Path, encoders: dict[str, Any], **kw: Any) -> prep.Store:
+def run_encode(src: mixbench.store.Store, out: Path, encoders: dict[str, Any], **kw: Any) -> mixbench.store.Store:
     from embed.encode import encode_store
 
     args: dict[str, Any] = {"base_dir": Path("."), "device": "cpu", "lineage": [], "run_key": "test-key",
@@ -229,7 +231,7 @@ def test_too_many_rejects_fail_with_counts_and_report(toy: dict[str, Any]) -> No
     report = json.loads((out / "rejects.json").read_text())
     assert report["rejects"]["count"] == 10
     with pytest.raises(Exception):
-        prep.Store(out)
+        mixbench.store.Store(out)
 
 
 def test_sha256_mismatch_writes_nothing(toy: dict[str, Any], tmp_path: Path) -> None:
@@ -285,7 +287,7 @@ def test_pixels_tags_present_and_passthrough(tmp_path: Path, toy: dict[str, Any]
                       "feat": rng.normal(size=(n, 5)).astype(np.float32)},
         })
     w.finish({})
-    src = prep.Store(w.path)
+    src = mixbench.store.Store(w.path)
     store = run_encode(src, tmp_path / "enc", {"image": clip_table(toy["clip"]), "tags": {"encoder": "tfidf"}})
     img = store.load("train", "image")
     assert list(img["id"]) == ["traini0", "traini1", "traini3", "traini4", "traini5"]
@@ -315,7 +317,7 @@ def test_resume_redoes_shards_written_with_other_weights(toy: dict[str, Any], tm
                                                           caplog: pytest.LogCaptureFixture) -> None:
     """Same run key, but the encoder is not the same (here another random seed; in practice a
     weights file replaced in place): finished shards of the interrupted run are encoded again."""
-    from prep.store import StoreWriter
+    from mixbench.store.shards import StoreWriter
 
     real = StoreWriter.write_shard
     calls: list[str] = []

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import mixbench.store
+
 import prep
 from test_encode import build_raw_store, clip_table, standard_rows, write_images, write_tiny_clip
 
@@ -21,6 +23,8 @@ WORKER = r'''
 import json, os, sys
 from pathlib import Path
 
+import mixbench.store
+
 import prep
 from mixbench import dist
 from embed.encode import encode_store
@@ -28,9 +32,9 @@ from embed.encode import encode_store
 src, out, enc_json = sys.argv[1:4]
 d = dist.init()
 assert d.world == int(os.environ["WORLD_SIZE"]) == 2, d
-store = encode_store(prep.Store(src), Path(out), json.loads(enc_json), base_dir=Path("."), device="cpu",
+store = encode_store(mixbench.store.Store(src), Path(out), json.loads(enc_json), base_dir=Path("."), device="cpu",
                      lineage=[], run_key="dist-key", max_reject_fraction=1.0, dtype="float32", overwrite=False)
-mine = [r["file"] for r in dist.my_items(sorted(prep.Store(src).manifest["shards"],
+mine = [r["file"] for r in dist.my_items(sorted(mixbench.store.Store(src).manifest["shards"],
                                                  key=lambda r: ((r["split"] != "train"), r["index"])), d)]
 with open(Path(out).parent / f"rank{d.rank}.json", "w") as f:
     json.dump({"rank": d.rank, "world": d.world, "shards": mine, "complete": len(store.manifest["shards"])}, f)
@@ -57,7 +61,7 @@ def test_two_processes_write_the_same_store_as_one(tmp_path: Path) -> None:
 
     one = encode_store(src, tmp_path / "one", encoders, base_dir=Path("."), device="cpu", lineage=[],
                        run_key="dist-key", max_reject_fraction=1.0, dtype="float32", overwrite=False)
-    two = prep.Store(tmp_path / "two")
+    two = mixbench.store.Store(tmp_path / "two")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world"] == 2 for r in ranks)
     split_a, split_b = set(ranks[0]["shards"]), set(ranks[1]["shards"])

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+import mixbench.store
+
 import prep
 from test_encode import build_raw_store, clip_table, standard_rows, write_images, write_tiny_clip
 
@@ -28,8 +30,10 @@ WORKER = r'''
 import json, os, signal, sys
 from pathlib import Path
 
+import mixbench.store
+
 import prep
-from prep.store import StoreWriter
+from mixbench.store.shards import StoreWriter
 from embed.encode import encode_store
 
 src, out, enc_json, kill_after, log_path = sys.argv[1:6]
@@ -47,7 +51,7 @@ def write_shard(self, split, index, tables):
     return rec
 
 StoreWriter.write_shard = write_shard
-encode_store(prep.Store(src), Path(out), json.loads(enc_json), base_dir=Path("."), device="cpu", lineage=[],
+encode_store(mixbench.store.Store(src), Path(out), json.loads(enc_json), base_dir=Path("."), device="cpu", lineage=[],
              run_key="resume-key", max_reject_fraction=1.0, dtype="float32", overwrite=False)
 '''
 
@@ -66,7 +70,7 @@ def run_worker(tmp: Path, src: Path, out: Path, encoders: dict[str, Any], kill_a
     return proc.returncode
 
 
-def shard_digests(store: prep.Store) -> dict[str, str]:
+def shard_digests(store: mixbench.store.Store) -> dict[str, str]:
     return {s["file"]: s["sha256"] for s in store.manifest["shards"]}
 
 
@@ -80,7 +84,7 @@ def test_killed_run_resumes_to_the_same_store(tmp_path: Path) -> None:
     encoders = {"image": clip_table(clip, workers=1, batch_size=3), "text": {"encoder": "tfidf"}}
 
     from embed.encode import encode_store
-    from prep.store import StoreWriter
+    from mixbench.store.shards import StoreWriter
 
     written: list[str] = []
     real_write = StoreWriter.write_shard
@@ -90,7 +94,7 @@ def test_killed_run_resumes_to_the_same_store(tmp_path: Path) -> None:
         written.append(rec["file"])
         return rec
 
-    def encode_here(out: Path) -> prep.Store:
+    def encode_here(out: Path) -> mixbench.store.Store:
         return encode_store(src, out, encoders, base_dir=Path("."), device="cpu", lineage=[], run_key="resume-key",
                             max_reject_fraction=1.0, dtype="float32", overwrite=False)
 
@@ -99,7 +103,7 @@ def test_killed_run_resumes_to_the_same_store(tmp_path: Path) -> None:
     first = (tmp_path / "part.log").read_text().split()
     assert len(first) == 2 and not (out / "manifest.json").exists()
     with pytest.raises(Exception):
-        prep.Store(out)
+        mixbench.store.Store(out)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(StoreWriter, "write_shard", logged)
         resumed = encode_here(out)

@@ -96,7 +96,7 @@ def test_open_clip_towers_local_checkpoint_sha256_and_preprocess_from(clip_cfg: 
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import open_clip
     from open_clip import pretrained as oc_pretrained
-    from prep.manifest import sha256_file
+    from mixbench.store.manifest import sha256_file
 
     rand = create_encoder(clip_table(clip_cfg), CPU, input_kind="image")
     again = create_encoder(clip_table(clip_cfg), CPU, input_kind="image")

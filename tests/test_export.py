@@ -11,8 +11,8 @@ import scipy.io
 
 import prep
 from mixbench.errors import ConfigError, DataError, StoreError
-from prep.export import export_store
-from prep.store import Column, Store, StoreWriter, feature_schema
+from mixbench.store.export import export_store
+from mixbench.store.shards import Column, Store, StoreWriter, feature_schema
 
 D, C = 6, 4
 
@@ -250,7 +250,7 @@ def test_export_errors(tmp_path: Path, bench: Path, dm2c_src: tuple[Path, dict[s
 
 
 def test_export_needs_single_label_features(tmp_path: Path) -> None:
-    from prep.store import base_schema
+    from mixbench.store.shards import base_schema
 
     raw = StoreWriter(tmp_path / "raw", kind="paired", dataset="r", classes=["a"],
                       schema={m: {**base_schema(), "text": Column("str")} for m in ("image", "text")},

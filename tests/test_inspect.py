@@ -11,9 +11,9 @@ import pytest
 
 import prep
 from mixbench.cli import main
-from prep.inspect import describe, split_stats, verify_store
-from prep.manifest import sha256_file
-from prep.store import Column, Store, StoreWriter, feature_schema
+from mixbench.store.inspect import describe, split_stats, verify_store
+from mixbench.store.manifest import sha256_file
+from mixbench.store.shards import Column, Store, StoreWriter, feature_schema
 
 
 def test_describe_paired_store(wiki_paired: Path) -> None:

@@ -12,7 +12,7 @@ from test_embed_stage import make_store, sign_aligned
 import embed
 from embed.logratio import clr
 from mixbench.errors import ConfigError, DataError
-from prep.store import Store
+from mixbench.store.shards import Store
 
 
 def test_clr_is_scale_free_sums_to_zero_and_matches_the_formula() -> None:

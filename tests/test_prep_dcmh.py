@@ -13,7 +13,7 @@ import scipy.io
 import prep
 from mixbench.errors import DataError
 from prep.multilabel import select_single_label
-from prep.store import Store
+from mixbench.store.shards import Store
 from mat_helpers import write_mat_v73
 
 N, H, W = 40, 6, 5

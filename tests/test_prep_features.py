@@ -11,7 +11,7 @@ import scipy.io
 
 import prep
 from mixbench.errors import ConfigError, DataError
-from prep.store import Store
+from mixbench.store.shards import Store
 from mat_helpers import write_mat_v73
 
 N = 30

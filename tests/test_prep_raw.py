@@ -11,7 +11,7 @@ from PIL import Image
 
 import prep
 from mixbench.errors import ConfigError, DataError
-from prep.store import Store
+from mixbench.store.shards import Store
 
 CLASSES = ["bird", "cat", "dog"]
 

@@ -11,7 +11,7 @@ import pytest
 
 import prep
 from mixbench.errors import ConfigError, DataError
-from prep.store import Store
+from mixbench.store.shards import Store
 
 
 def _csv(uci_dir: Path, view: str) -> np.ndarray:

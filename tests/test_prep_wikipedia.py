@@ -11,7 +11,7 @@ import scipy.io
 
 import prep
 from mixbench.errors import DataError
-from prep.store import Store
+from mixbench.store.shards import Store
 
 COUNTS = [172, 360, 340, 333, 267, 236, 237, 185, 285, 451]  # per class over all 2,866 pairs
 
@@ -89,7 +89,7 @@ def test_missing_unreadable_and_nan(tmp_path: Path, wikipedia_dir: Path) -> None
 
 def test_bundled_copy_is_the_documented_one(wikipedia_dir: Path, shared_data_dir: Path) -> None:
     """data/wikipedia is a byte copy of the steering repo's shared/data/wikipedia."""
-    from prep.manifest import sha256_file
+    from mixbench.store.manifest import sha256_file
 
     shared = shared_data_dir / "wikipedia"
     if not shared.is_dir():

@@ -10,8 +10,8 @@ import pytest
 
 import prep
 from mixbench.errors import DataError, StoreError
-from prep.inspect import verify_store
-from prep.store import Column, Store, StoreWriter, base_schema, feature_schema, reusable
+from mixbench.store.inspect import verify_store
+from mixbench.store.shards import Column, Store, StoreWriter, base_schema, feature_schema, reusable
 
 
 def _schema() -> dict[str, dict[str, Column]]:

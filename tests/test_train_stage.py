@@ -11,8 +11,8 @@ import pytest
 
 from mixbench.cli import main
 from mixbench.errors import ConfigError, DataError, StoreError
-from prep.manifest import lineage_entry, run_key
-from prep.store import StoreWriter, feature_schema
+from mixbench.store.manifest import lineage_entry, run_key
+from mixbench.store.shards import StoreWriter, feature_schema
 from test_dm2c import build_wiki_benchmark
 from train import train
 from train.runlog import read_jsonl

@@ -13,7 +13,7 @@ from test_embed_stage import sign_aligned
 import embed
 from embed.reduce import PCA, load_state
 from mixbench.errors import ConfigError
-from prep.store import Store
+from mixbench.store.shards import Store
 
 
 def test_pca_unit_scale_is_sklearn_divided_by_one_number() -> None:

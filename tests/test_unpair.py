@@ -12,7 +12,7 @@ import pytest
 
 import unpair
 from mixbench.errors import ConfigError, DataError, StoreError
-from prep.store import Store, StoreWriter, feature_schema
+from mixbench.store.shards import Store, StoreWriter, feature_schema
 from unpair import UnpairConfig
 from unpair.strategies import ranks_of, stratified_ranks
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mixbench.errors import ConfigError, DataError, StoreError
-from prep.manifest import atomic_write
+from mixbench.store.manifest import atomic_write
 
 from .config import NON_TRAINING_FIELDS
 

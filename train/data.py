@@ -81,7 +81,7 @@ class BenchmarkData:
         """Load a benchmark (or features) store with ``feat`` columns onto ``device``: the given
         ``splits``, else the ones DM2C uses (train, and test when present; e.g. a retrieval
         ``database`` split is not loaded)."""
-        from prep.store import Store
+        from mixbench.store.shards import Store
 
         if not isinstance(store, Store):
             store = Store(store)

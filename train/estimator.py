@@ -79,7 +79,7 @@ class DM2C:
         callback: EpochCallback | None = None,
         resume: bool = True,
     ) -> DM2C:
-        """Train on a benchmark: a store folder, a :class:`prep.store.Store` or a :class:`BenchmarkData`.
+        """Train on a benchmark: a store folder, a :class:`mixbench.store.shards.Store` or a :class:`BenchmarkData`.
 
         ``checkpoint_dir``: checkpoints go there, and a compatible ``last.pt`` is resumed (``resume``).
         ``y`` is ignored (labels come from the store; they are used only for the metrics)."""
@@ -111,7 +111,7 @@ class DM2C:
 
     @staticmethod
     def _load(X: Any, device: torch.device) -> tuple[BenchmarkData, str | None]:
-        from prep.store import Store
+        from mixbench.store.shards import Store
 
         if isinstance(X, BenchmarkData):
             return X, None
@@ -120,7 +120,7 @@ class DM2C:
         if isinstance(X, Store):
             return BenchmarkData.from_store(X, device=device), X.manifest_sha256
         raise DataError(
-            f"DM2C.fit: cannot train on a {type(X).__name__}; pass a benchmark store folder, a prep.store.Store "
+            f"DM2C.fit: cannot train on a {type(X).__name__}; pass a benchmark store folder, a mixbench.store.shards.Store "
             "or a train.data.BenchmarkData."
         )
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from prep.manifest import atomic_write_bytes, atomic_write_text
+from mixbench.store.manifest import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 

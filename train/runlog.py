@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from prep.manifest import atomic_write_text
+from mixbench.store.manifest import atomic_write_text
 
 JSONL = "epochs.jsonl"
 CSV = "epochs.csv"

@@ -36,8 +36,8 @@ import torch
 from mixbench import dist
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, DataError, StoreError
-from prep.manifest import atomic_write_bytes, atomic_write_json, lineage_entry, now, run_key, sha256_file, versions
-from prep.store import Store
+from mixbench.store.manifest import atomic_write_bytes, atomic_write_json, lineage_entry, now, run_key, sha256_file, versions
+from mixbench.store.shards import Store
 
 from .checkpoint import check_compatible, load_checkpoint
 from .config import TrainConfig

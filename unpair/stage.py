@@ -2,7 +2,7 @@
 
 Steps (the stage template of ``prep/stage.py``): build the config → record the input store →
 run key → reuse an identical finished run → plan the selection per split → write one output
-shard per input shard through :class:`prep.store.StoreWriter` → ``selection.h5`` (aux file) →
+shard per input shard through :class:`mixbench.store.shards.StoreWriter` → ``selection.h5`` (aux file) →
 ``finish(info)``.
 
 Per split, the linked pairs (``pair >= 0`` in both tables) are put in canonical order (sorted by
@@ -36,8 +36,8 @@ from tqdm import tqdm
 from mixbench.config import canonical_json
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, DataError, StoreError
-from prep.manifest import lineage_entry, run_key
-from prep.store import Column, Store, StoreWriter, reusable
+from mixbench.store.manifest import lineage_entry, run_key
+from mixbench.store.shards import Column, Store, StoreWriter, reusable
 
 from .config import BALANCED, UnpairConfig
 from .scoring import ScoreResult, score_pairs

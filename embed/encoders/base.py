@@ -130,7 +130,7 @@ def resolve_path(value: str, base_dir: Path) -> Path:
 def check_weights_file(path: Path, expected_sha256: str, where: str) -> str:
     """Check a local weights file exists and matches ``expected_sha256`` (when given); return
     its sha256. A mismatch is a :class:`ConfigError` raised before anything is written."""
-    from prep.manifest import sha256_file
+    from mixbench.store.manifest import sha256_file
 
     if not path.is_file():
         raise ConfigError(f"{where}: weights file {path} does not exist; check the path (relative paths are "

@@ -19,7 +19,7 @@ import numpy as np
 from mixbench.errors import StoreError
 
 from .manifest import MANIFEST, sha256_file
-from .store import STRING_DTYPE, Column, Store
+from .shards import STRING_DTYPE, Column, Store
 
 RUN_RECORD = "run.json"
 MAX_ITEMS = 5

@@ -18,7 +18,7 @@
 
 Every file is written atomically and deterministically (fixed MATLAB header text, fixed zip
 times), then ``export.json`` (last) lists the files with their sha256 and the store they came from.
-Command line: ``python -m prep.export STORE OUT --format dm2c``.
+Command line: ``python -m mixbench.store.export STORE OUT --format dm2c``.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ import numpy as np
 from mixbench.errors import ConfigError, DataError, MixbenchError, StoreError
 
 from .manifest import atomic_write_bytes, atomic_write_json, now, sha256_file
-from .store import SPLIT_ORDER, STRING_DTYPE, Store, split_sort_key
+from .shards import SPLIT_ORDER, STRING_DTYPE, Store, split_sort_key
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("dm2c", "dadh", "npz")
 EXPORT_RECORD = "export.json"
-MAT_HEADER = b"MATLAB 5.0 MAT-file, written by mixbench (prep.export)"
+MAT_HEADER = b"MATLAB 5.0 MAT-file, written by mixbench (mixbench.store.export)"
 DADH_KEYS = {"flickr": ("images", "YAll", "LAll"), "nus": ("image", "text", "label")}
 
 
@@ -285,7 +285,7 @@ def export_store(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prep.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mixbench.store.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("store", help="store folder (a features or benchmark store)")
     parser.add_argument("out", help="output folder")
     parser.add_argument("--format", required=True, choices=FORMATS)
