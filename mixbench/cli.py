@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
     _common(p)
 
-    p = sub.add_parser("list", help="list adapters, encoders, strategies, variants or recipes")
-    p.add_argument("what", choices=("adapters", "encoders", "strategies", "variants", "recipes"))
+    p = sub.add_parser("list", help="list adapters, encoders, strategies, methods, variants or recipes")
+    p.add_argument("what", choices=("adapters", "encoders", "strategies", "methods", "variants", "recipes"))
     _common(p)
     return parser
 
@@ -304,6 +304,10 @@ def _list(what: str) -> int:
         import unpair
 
         items = unpair.list_strategies()
+    elif what == "methods":
+        import train
+
+        items = train.list_methods()
     elif what == "variants":
         import train
 

@@ -4,18 +4,29 @@
 - :class:`DM2C` — scikit-learn-style estimator: ``fit(store_or_data)``, ``transform``, ``predict``, ``score``.
 - :func:`train` — the stage: benchmark store → run folder (metrics.json, report.md, epochs.jsonl/csv,
   plots, checkpoints, run.json).
+- :func:`list_methods` — the training methods (``[train] method``; ``dm2c`` by default), see
+  :mod:`train.registry` for how to add one.
 - :func:`list_variants` — the registered DM2C variants (``faithful`` = the reference code;
   ``dm2c-anchor`` and ``dm2c-linked``, see :mod:`train.variants`).
 """
 
 from .config import TrainConfig
-from .dm2c import FaithfulTrainer, TrainingDiverged, Variant, get_variant, list_variants, register_variant
-from . import variants  # noqa: F401  (registers the named variants beside "faithful")
+from .dm2c import FaithfulTrainer, TrainingDiverged
+from .registry import Variant, get_variant, list_variants, register_variant
+from . import variants  # noqa: F401  (registers the DM2C variants: faithful, dm2c-anchor, dm2c-linked)
+from . import dm2c_method  # noqa: F401  (registers method "dm2c")
+from .registry import Method, MethodResult, RunContext, get_method, list_methods, register_method
 from .estimator import DM2C
 from .stage import train
 
 __all__ = [
     "DM2C",
+    "Method",
+    "MethodResult",
+    "RunContext",
+    "get_method",
+    "list_methods",
+    "register_method",
     "FaithfulTrainer",
     "TrainConfig",
     "TrainingDiverged",

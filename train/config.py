@@ -28,7 +28,10 @@ class TrainConfig(Config):
 
     section: ClassVar[str] = "train"
 
-    method: str = option("dm2c", "clustering method", choices=("dm2c",))
+    method: str = option("dm2c", "training method (see `mixbench list methods`): 'dm2c' (DM2C and its variants) or a "
+                                 "backend registered beside it")
+    method_options: dict[str, Any] = option({}, "options of the chosen method other than dm2c (a table; see "
+                                                "`mixbench list methods -v`)")
     variant: str = option("faithful", "DM2C variant (see `mixbench list variants`); 'faithful' = the reference code")
     variant_options: dict[str, Any] = option({}, "options of the chosen variant (a table; the faithful variant has none)")
     seed: int = option(0, "seed of model init, batch order and k-means", low=0)
@@ -73,8 +76,19 @@ class TrainConfig(Config):
     plots: bool = option(True, "write plots (needs matplotlib; skipped with a log line without it)")
 
     def validate(self) -> None:
-        from .dm2c import get_variant
+        from .registry import get_variant, method_options
 
+        if self.method == "dm2c" and self.method_options:
+            raise ConfigError(
+                f"[{self.section}] method_options = {self.method_options!r}: DM2C takes its settings as [train] keys "
+                "and its variant's as variant_options; method_options is for the other methods."
+            )
+        if self.method != "dm2c" and self.variant_options:
+            raise ConfigError(
+                f"[{self.section}] variant_options is for DM2C variants; method {self.method!r} takes its settings "
+                "from [train] method_options."
+            )
+        method_options(self)
         if len(self.pretrain_lr) != 2:
             raise ConfigError(
                 f"[{self.section}] pretrain_lr = {self.pretrain_lr!r}: must hold two learning rates, one per "
@@ -90,7 +104,7 @@ class TrainConfig(Config):
 
     def options(self) -> Config:
         """The chosen variant's options, as its own config class."""
-        from .dm2c import get_variant
+        from .registry import get_variant
 
         return get_variant(self.variant).options_cls.from_dict(self.variant_options)
 

@@ -59,7 +59,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from mixbench.config import Config
 from mixbench.errors import ConfigError, DataError, MixbenchError
 
 if TYPE_CHECKING:
@@ -852,56 +851,3 @@ def cpu_threads(n: int | None) -> Iterator[None]:
 def _short(row: dict[str, Any]) -> str:
     keys = ("rec", "loss_g", "loss_d", "train_acc", "test_acc", "test_nmi")
     return ", ".join(f"{k} {row[k]:.4f}" for k in keys if isinstance(row.get(k), float))
-
-
-# ---------------------------------------------------------------------------------------------
-# variants
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NoOptions(Config):
-    """The faithful variant takes no options."""
-
-    section: ClassVar[str] = "train.variant_options"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A named DM2C trainer: ``trainer`` is a :class:`FaithfulTrainer` subclass (or the class itself)
-    and ``options_cls`` the config class of ``[train] variant_options``."""
-
-    name: str
-    trainer: type[FaithfulTrainer]
-    options_cls: type[Config]
-    description: str
-
-
-_VARIANTS: dict[str, Variant] = {}
-
-
-def register_variant(variant: Variant) -> None:
-    """Add a variant to the registry (``mixbench list variants`` shows it)."""
-    _VARIANTS[variant.name] = variant
-
-
-def list_variants() -> list[str]:
-    return sorted(_VARIANTS)
-
-
-def get_variant(name: str, where: str = "[train] variant") -> Variant:
-    if name not in _VARIANTS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_VARIANTS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{where} = {name!r}: unknown variant.{hint} Available: {', '.join(list_variants())}.")
-    return _VARIANTS[name]
-
-
-register_variant(Variant(
-    name="faithful",
-    trainer=FaithfulTrainer,
-    options_cls=NoOptions,
-    description="the reference code's model, losses, optimisers and schedule (jiangyangby/DM2C code/)",
-))

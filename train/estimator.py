@@ -26,7 +26,8 @@ from mixbench.errors import ConfigError, DataError
 
 from .config import TrainConfig
 from .data import BenchmarkData, SplitTensors
-from .dm2c import EpochCallback, Evaluation, FaithfulTrainer, get_variant
+from .dm2c import EpochCallback, Evaluation, FaithfulTrainer
+from .registry import get_variant
 from .runlog import RunLog
 
 log = logging.getLogger(__name__)

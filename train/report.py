@@ -39,7 +39,7 @@ def results_table(methods: Methods, split: str, *, variant: str | None = None, d
     lines = [head, rule]
     for method, per_split in methods.items():
         m = per_split.get(split)
-        if not m:
+        if not m or not any(k in m for k, _ in COLUMNS):  # e.g. a retrieval method's mAP rows
             continue
         cells = [f"{m[k]:.{digits}f}" if isinstance(m.get(k), (int, float)) else "–" for k, _ in COLUMNS]
         lines.append(f"| {method_label(method, variant)} | " + " | ".join(cells) + " |")
@@ -60,31 +60,44 @@ def results_tables(methods: Methods, *, variant: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def write_report(run_dir: Path, payload: Mapping[str, Any], plots: Mapping[str, str]) -> Path:
-    """``report.md``: results tables, run facts, warnings and links to the plots."""
+def write_report(
+    run_dir: Path, payload: Mapping[str, Any], plots: Mapping[str, str], sections: Sequence[str] = ()
+) -> Path:
+    """``report.md``: results tables, run facts, the method's own ``sections``, warnings, plot links."""
     cfg = payload["config"]
-    variant = cfg.get("variant")
+    method = cfg.get("method", "dm2c")
+    variant = cfg.get("variant") if method == "dm2c" else None
     wall = payload["wall_time"]
+    if method == "dm2c":
+        title = f"# DM2C run: {payload.get('dataset', '?')}"
+        intro = (f"Final-epoch results (epoch {payload['final_epoch']}); k-means fitted on the train embeddings and "
+                 "applied to the test rows; baselines are k-means on the input features of the same store.")
+        facts = [
+            f"- method: {method}, variant: {variant}, seed: {payload['seed']}",
+            f"- schedule: {cfg.get('pretrain_epochs')} pre-training epochs per modality, {payload['epochs']} joint "
+            f"epochs, batch {cfg.get('batch_size')}, gan {cfg.get('gan')}, critic every {cfg.get('critic_every')}",
+            f"- architecture: {_arch_line(payload.get('architecture', {}))}",
+        ]
+    else:
+        title = f"# {method} run: {payload.get('dataset', '?')}"
+        intro = f"Final-epoch results (epoch {payload['final_epoch']})."
+        opts = cfg.get("method_options") or {}
+        facts = [f"- method: {method}, seed: {payload['seed']}",
+                 "- options: " + (", ".join(f"{k} = {v!r}" for k, v in opts.items()) or "defaults")]
+    tables = []
+    if any(k in m for per_split in payload["methods"].values() for m in per_split.values() for k, _ in COLUMNS):
+        for split in ("test", "train"):
+            tables += [f"## {split.capitalize()}", "", results_table(payload["methods"], split, variant=variant), ""]
     lines = [
-        f"# DM2C run: {payload.get('dataset', '?')}",
+        title,
         "",
-        f"Final-epoch results (epoch {payload['final_epoch']}); k-means fitted on the train embeddings and applied "
-        "to the test rows; baselines are k-means on the input features of the same store.",
+        intro,
         "",
-        "## Test",
-        "",
-        results_table(payload["methods"], "test", variant=variant),
-        "",
-        "## Train",
-        "",
-        results_table(payload["methods"], "train", variant=variant),
-        "",
+        *tables,
+        *[block for sec in sections for block in (sec, "")],
         "## Run",
         "",
-        f"- method: {cfg.get('method')}, variant: {variant}, seed: {payload['seed']}",
-        f"- schedule: {cfg.get('pretrain_epochs')} pre-training epochs per modality, {payload['epochs']} joint epochs, "
-        f"batch {cfg.get('batch_size')}, gan {cfg.get('gan')}, critic every {cfg.get('critic_every')}",
-        f"- architecture: {_arch_line(payload.get('architecture', {}))}",
+        *facts,
         f"- device: {payload.get('device')}",
         f"- wall time: {wall['total']:.1f} s in all ("
         + ", ".join(f"{k} {v:.1f} s" for k, v in wall.get("phases", {}).items()) + ")",

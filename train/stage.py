@@ -1,9 +1,10 @@
 """The train stage: benchmark store → run folder.
 
-``train(src, out, config)`` fits :class:`train.estimator.DM2C` on the store (checkpoints under
-``out/checkpoints``, resumed when compatible), runs the k-means baselines, and writes::
+``train(src, out, config)`` runs the configured method (``[train] method``, :mod:`train.registry`;
+``dm2c`` by default: :class:`train.estimator.DM2C`, checkpoints under ``out/checkpoints``, resumed
+when compatible), the k-means baselines beside a clustering method, and writes::
 
-    out/metrics.json     per method ("dm2c" and every baseline) per split, the seven metrics; seed,
+    out/metrics.json     per method (e.g. "dm2c" and every baseline) per split, its metrics; seed,
                          epochs, wall time (total and per part), config, lineage, versions
     out/report.md        the results tables (DM2C paper layout), run facts, warnings, plot links
     out/epochs.jsonl     per-epoch losses and metrics (also out/epochs.csv)
@@ -27,6 +28,7 @@ import platform
 import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +44,7 @@ from mixbench.store.shards import Store
 from .checkpoint import check_compatible, load_checkpoint
 from .config import TrainConfig
 from .data import BenchmarkData
-from .dm2c import check_benchmark
-from .estimator import DM2C
+from .registry import RunContext, get_method, method_options
 from .kmeans import KMeans
 from .report import make_plots, results_tables, write_report
 from .runlog import RunLog
@@ -65,7 +66,7 @@ def train(
     overwrite: bool = False,
     reuse: bool = True,
 ) -> dict[str, Any]:
-    """Train DM2C (and the k-means baselines) on the benchmark store ``src``; write the run folder ``out``.
+    """Train the configured method (and the k-means baselines) on the store ``src``; write the run folder ``out``.
 
     Returns ``{"run_dir", "metrics" (the metrics.json payload), "table" (markdown, as the CLI prints it),
     "reused", "run_key"}``. Under ``torchrun`` the run happens on rank 0 (DM2C is small: one device is
@@ -97,26 +98,30 @@ def _train(
     key = run_key("train", conf, inputs)
     if reuse and (done := finished_run(out, key)) is not None:
         log.info("train: %s is complete with the same config and input; reusing it", out)
-        return {"run_dir": str(out), "metrics": done, "table": results_tables(done["methods"], variant=done["config"]["variant"]),
-                "reused": True, "run_key": key}
+        table = done.get("table") or results_tables(done["methods"], variant=_variant(cfg))
+        return {"run_dir": str(out), "metrics": done, "table": table, "reused": True, "run_key": key}
     entry = lineage_entry("train", conf, inputs, seed=cfg.seed)
     device = resolve_device(cfg.device)
+    method = get_method(cfg.method)
     data = BenchmarkData.from_store(store, device=device)
-    check_benchmark(data, cfg)
+    ctx = RunContext(cfg=cfg, options=method_options(cfg), device=device, out=out, runlog=None,
+                     checkpoint_dir=out / "checkpoints", input_sha256=store.manifest_sha256)
+    if method.check is not None:
+        method.check(data, ctx)
     warnings = check_data(data, store)
     _prepare_run_dir(out, cfg, data, store.manifest_sha256, overwrite=overwrite)
 
     runlog = RunLog(out)
     if not (out / "checkpoints" / "last.pt").exists():
         runlog.restore([])
-    model = DM2C(cfg).fit(data, checkpoint_dir=out / "checkpoints", runlog=runlog, input_sha256=store.manifest_sha256)
+    ctx = replace(ctx, runlog=runlog)
+    result = method.run(data, ctx)
     runlog.write_csv()
-    ev = model.evaluation_
-    phases = dict(model.timings_)
+    phases = dict(result.timings)
 
-    methods: dict[str, dict[str, dict[str, float]]] = {"dm2c": ev.metrics}
+    methods: dict[str, dict[str, dict[str, float]]] = dict(result.metrics)
     bounds: dict[str, dict[str, float]] | None = None
-    if cfg.baselines:
+    if cfg.baselines and method.clustering:
         from .baselines import kmeans_baselines, modality_kmeans
 
         t0 = time.perf_counter()
@@ -134,32 +139,29 @@ def _train(
         bounds = _headroom(data, cfg, device, per_modality)
         phases["headroom"] = time.perf_counter() - t0
 
-    trainer = model.trainer_
-    split_eval = "test" if "test" in ev.embeddings else "train"
-    test_view = _split_view(trainer, ev, split_eval)
     t0 = time.perf_counter()
-    _write_embeddings(out / "embeddings.npz", trainer, ev)
-    plots = make_plots(out, runlog.rows, modalities=data.modalities, classes=data.classes, test=test_view) if cfg.plots else {}
+    if result.embeddings:
+        buf = io.BytesIO()
+        np.savez(buf, **result.embeddings)
+        atomic_write_bytes(out / "embeddings.npz", buf.getvalue())
+    plots = (make_plots(out, runlog.rows, modalities=data.modalities, classes=data.classes, test=result.plot_view)
+             if cfg.plots else {})
     phases["report"] = time.perf_counter() - t0
     entry["finished"] = now()
     entry["run_key"] = key
+    table = result.table if result.table is not None else results_tables(methods, variant=_variant(cfg))
     payload = {
         "schema": RUN_SCHEMA,
         "dataset": store.dataset,
         "classes": data.classes,
         "modalities": data.modalities,
+        "method": cfg.method,
         "methods": methods,
         "seed": cfg.seed,
-        "epochs": cfg.epochs,
-        "pretrain_epochs": cfg.pretrain_epochs,
-        "final_epoch": ev.epoch,
-        "n_clusters": trainer.n_clusters,
-        "kmeans_seed": ev.kmeans_seed,
-        "diagnostics": ev.diagnostics,
+        "final_epoch": result.final_epoch,
+        **result.extra,
         "headroom": bounds,
-        "architecture": trainer.arch.to_dict(),
-        "skipped_batches": trainer.skipped_batches,
-        "resumed": model.resumed_,
+        "resumed": result.resumed,
         "wall_time": {"total": time.perf_counter() - t_start, "phases": {k: round(v, 4) for k, v in phases.items()}},
         "device": device_name(device),
         "config": conf,
@@ -170,9 +172,10 @@ def _train(
         "lineage": store.lineage + [entry],
         "versions": versions(),
         "run_key": key,
+        "table": table,
     }
     atomic_write_json(out / "metrics.json", payload)
-    write_report(out, payload, plots)
+    write_report(out, payload, plots, sections=result.report_sections)
     atomic_write_json(out / RUN_MARKER, {
         "schema": RUN_SCHEMA,
         "run_key": key,
@@ -181,9 +184,12 @@ def _train(
         "finished": now(),
         "files": {name: sha256_file(out / name) for name in RUN_FILES[1:] if (out / name).exists()},
     })
-    table = results_tables(methods, variant=cfg.variant)
     log.info("train: wrote %s (%.1f s)", out, payload["wall_time"]["total"])
     return {"run_dir": str(out), "metrics": payload, "table": table, "reused": False, "run_key": key}
+
+
+def _variant(cfg: TrainConfig) -> str | None:
+    return cfg.variant if cfg.method == "dm2c" else None
 
 
 def _headroom(
@@ -242,7 +248,7 @@ def _prepare_run_dir(out: Path, cfg: TrainConfig, data: BenchmarkData, input_sha
         clear_run(out)
         return
     last = out / "checkpoints" / "last.pt"
-    if not last.exists():
+    if not last.exists() or cfg.method != "dm2c":  # other methods check their own checkpoints
         clear_run(out)
         return
     try:
@@ -281,28 +287,3 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-
-
-def _split_view(trainer: Any, ev: Any, split: str) -> dict[str, np.ndarray]:
-    s = trainer.data.splits[split]
-    return {
-        "embedding": ev.embeddings[split].cpu().numpy(),
-        "y_true": np.concatenate([s.y[m].cpu().numpy() for m in trainer.modalities]),
-        "y_pred": ev.predictions[split],
-        "modality": np.concatenate([np.full(s.n(m), i) for i, m in enumerate(trainer.modalities)]),
-    }
-
-
-def _write_embeddings(path: Path, trainer: Any, ev: Any) -> None:
-    arrays: dict[str, np.ndarray] = {}
-    for split in ev.embeddings:
-        view = _split_view(trainer, ev, split)
-        s = trainer.data.splits[split]
-        arrays[f"{split}_embedding"] = view["embedding"]
-        arrays[f"{split}_label"] = view["y_true"]
-        arrays[f"{split}_cluster"] = view["y_pred"]
-        arrays[f"{split}_modality"] = view["modality"]
-        arrays[f"{split}_id"] = np.concatenate([np.asarray(s.ids[m], dtype=str) for m in trainer.modalities])
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())

@@ -34,11 +34,20 @@ from mixbench.config import Config, option
 from mixbench.errors import ConfigError
 
 from .data import SplitTensors
-from .dm2c import FaithfulTrainer, Variant, _numpy_labels, register_variant
+from .dm2c import FaithfulTrainer, _numpy_labels
+from .registry import NoOptions, Variant, register_variant
 
 log = logging.getLogger(__name__)
 
 SILHOUETTE_SAMPLE = 5000
+
+
+register_variant(Variant(
+    name="faithful",
+    trainer=FaithfulTrainer,
+    options_cls=NoOptions,
+    description="the reference code's model, losses, optimisers and schedule (jiangyangby/DM2C code/)",
+))
 
 
 @dataclass(frozen=True)
