@@ -28,7 +28,8 @@ from mixbench import dist
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, StoreError
 from mixbench.store.manifest import MANIFEST, lineage_entry, run_key
-from mixbench.store.shards import Column, Store, StoreWriter, reusable
+from mixbench.stagekit import OutputLock, reusable_store
+from mixbench.store.shards import Column, Store, StoreWriter
 
 from .config import EmbedConfig
 from .logratio import clr
@@ -56,9 +57,29 @@ def embed(
     """Encode (where asked) and reduce every modality of the store ``src``; write a feature store.
 
     Returns the manifest (with ``"reused": True`` when an identical finished run is reused).
-    Works unchanged under ``torchrun`` (every rank calls it and gets the manifest).
+    Works unchanged under ``torchrun`` (every rank calls it and gets the manifest); rank 0 holds the
+    output folder's lock (:class:`mixbench.stagekit.OutputLock`) while the stage runs.
     """
     info = dist.init()
+    lock = OutputLock(out, STAGE)
+    dist.on_main(lock.acquire)
+    try:
+        return _embed(src, out, config, base_dir=base_dir, overwrite=overwrite, reuse=reuse, info=info)
+    finally:
+        if info.is_main:
+            lock.release()
+
+
+def _embed(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: EmbedConfig | Mapping[str, Any],
+    *,
+    base_dir: str | os.PathLike[str],
+    overwrite: bool,
+    reuse: bool,
+    info: dist.DistInfo,
+) -> dict[str, Any]:
     cfg = config if isinstance(config, EmbedConfig) else EmbedConfig.from_dict(config)
     out = Path(out)
     source = Store(src)
@@ -117,7 +138,7 @@ def embed(
 def _reuse_or_check(out: Path, key: str, *, reuse: bool, overwrite: bool) -> dict[str, Any] | None:
     """The reusable manifest, or None to run; a different complete store without ``overwrite`` is
     an error before any work starts."""
-    if reuse and (done := reusable(out, key)) is not None:
+    if reuse and (done := reusable_store(out, key, STAGE)) is not None:
         return done
     if (out / MANIFEST).exists() and not overwrite:
         raise StoreError(
@@ -223,7 +244,7 @@ def _encode(
                 "dtype": "float32", "seed": cfg.seed}
     key = run_key(f"{STAGE}.encode", enc_conf, inputs)
     path = out / ENCODED_DIR
-    if dist.on_main(lambda: reusable(path, key) is not None):
+    if dist.on_main(lambda: reusable_store(path, key, f"{STAGE}.encode") is not None):
         log.info("embed: encoded features at %s are complete with the same encoders; reusing them", path)
         enc = Store(path)
     else:

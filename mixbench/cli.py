@@ -189,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     except MixbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder...: one line with the fix, never a traceback
+        from .errors import os_error_message
+
+        log.debug("OSError", exc_info=True)
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume (finished shards are kept).", file=sys.stderr)
         return 130
@@ -260,7 +266,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from mixbench.store.inspect import describe, verify_store
 
         if args.json:
-            print(json.dumps(json.loads((Path(args.path) / "manifest.json").read_text()), indent=2))
+            from mixbench.store.inspect import RUN_RECORD
+            from mixbench.store.shards import Store
+
+            run_record = Path(args.path) / RUN_RECORD
+            if not (Path(args.path) / "manifest.json").exists() and run_record.is_file():
+                print(json.dumps(json.loads(run_record.read_text(encoding="utf-8")), indent=2))
+            else:
+                print(json.dumps(Store(args.path, verify=False).manifest, indent=2))
         else:
             print(describe(args.path))
         if args.verify:

@@ -2,7 +2,9 @@
 
 Each stage writes its own folder under the output root (``out/<name>/{prep,embed,unpair,train}``).
 A stage whose output already records the same run key (config hash + input checksums) is
-reused, not redone; ``force="embed"`` redoes embed and every stage after it.
+reused, not redone, once its files verify (:func:`mixbench.stagekit.reusable_store`);
+``force="embed"`` redoes embed and every stage after it. The output root is locked while the run
+goes on (:class:`mixbench.stagekit.OutputLock`): a second run into it refuses at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .recipe import STAGES, Recipe, load_recipe
+from .stagekit import OutputLock
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +73,6 @@ def run_recipe(
     ``force``: redo this stage and all after it. ``until``: stop after this stage.
     ``overrides``: ``{stage: {key: value}}`` applied on top of the recipe tables.
     """
-    import embed
-    import prep
-    import train
-    import unpair
-
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     if overrides:
@@ -86,6 +84,17 @@ def run_recipe(
     root = Path(out) if out is not None else Path(recipe.out or Path("out") / recipe.name)
     if out is None and recipe.out and not Path(recipe.out).is_absolute():
         root = recipe.base_dir / recipe.out
+    with OutputLock(root, "run"):
+        return _run_stages(recipe, configs, root, force=force, until=until)
+
+
+def _run_stages(recipe: Recipe, configs: dict[str, Any], root: Path, *, force: str | None,
+                until: str | None) -> dict[str, Any]:
+    import embed
+    import prep
+    import train
+    import unpair
+
     dirs = stage_dirs(root)
     forced = STAGES.index(force) if force else len(STAGES)
     last = STAGES.index(until) if until else len(STAGES) - 1

@@ -13,10 +13,11 @@ import numpy as np
 from tqdm import tqdm
 
 from mixbench.errors import DataError
+from mixbench.stagekit import OutputLock, reusable_store
 
 from .adapters import AdapterConfig, PairedData, get_adapter, make_config
 from mixbench.store.manifest import lineage_entry, run_key, sha256_file
-from mixbench.store.shards import STRING_DTYPE, Column, StoreWriter, base_schema, reusable
+from mixbench.store.shards import STRING_DTYPE, Column, StoreWriter, base_schema
 from .validate import REJECTS_FILE, check_reject_fraction
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,21 @@ def prepare(
     """Read a raw paired dataset with its adapter and write a paired store to ``out``.
 
     Returns the manifest. An identical earlier run (same config, same input checksums) is
-    reused (``reuse=True``); a different complete store at ``out`` needs ``overwrite=True``.
+    reused (``reuse=True``); a different complete store at ``out`` needs ``overwrite=True``. The
+    output folder is locked while the stage runs (:class:`mixbench.stagekit.OutputLock`).
     """
+    with OutputLock(out, "prep"):
+        return _prepare(config, out, base_dir=base_dir, overwrite=overwrite, reuse=reuse)
+
+
+def _prepare(
+    config: AdapterConfig | Mapping[str, Any],
+    out: str | os.PathLike[str],
+    *,
+    base_dir: str | os.PathLike[str],
+    overwrite: bool,
+    reuse: bool,
+) -> dict[str, Any]:
     cfg = config if isinstance(config, AdapterConfig) else make_config(config)
     adapter = get_adapter(cfg.adapter)
     base = Path(base_dir)
@@ -72,7 +86,7 @@ def prepare(
         inputs.update(adapter.fingerprint(cfg, base))
     conf = cfg.to_dict()
     key = run_key("prep", conf, inputs)
-    if reuse and (done := reusable(out, key)) is not None:
+    if reuse and (done := reusable_store(out, key, "prep")) is not None:
         log.info("prep: %s is complete with the same config and inputs; reusing it", out)
         return {**done, "reused": True}
     entry = lineage_entry("prep", conf, inputs, seed=getattr(cfg, "seed", None))

@@ -38,6 +38,7 @@ import torch
 from mixbench import dist
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, DataError, StoreError
+from mixbench.stagekit import OutputLock
 from mixbench.store.manifest import atomic_write_bytes, atomic_write_json, lineage_entry, now, run_key, sha256_file, versions
 from mixbench.store.shards import Store
 
@@ -71,9 +72,21 @@ def train(
     Returns ``{"run_dir", "metrics" (the metrics.json payload), "table" (markdown, as the CLI prints it),
     "reused", "run_key"}``. Under ``torchrun`` the run happens on rank 0 (DM2C is small: one device is
     plenty) and every rank gets its result."""
-    result = dist.on_main(lambda: _train(src, out, config, overwrite=overwrite, reuse=reuse))
+    result = dist.on_main(lambda: _locked_train(src, out, config, overwrite=overwrite, reuse=reuse))
     assert result is not None
     return result
+
+
+def _locked_train(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: TrainConfig | Mapping[str, Any] | None,
+    *,
+    overwrite: bool,
+    reuse: bool,
+) -> dict[str, Any]:
+    with OutputLock(out, "train"):
+        return _train(src, out, config, overwrite=overwrite, reuse=reuse)
 
 
 def _train(

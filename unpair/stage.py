@@ -37,7 +37,8 @@ from mixbench.config import canonical_json
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, DataError, StoreError
 from mixbench.store.manifest import lineage_entry, run_key
-from mixbench.store.shards import Column, Store, StoreWriter, reusable
+from mixbench.stagekit import OutputLock, reusable_store
+from mixbench.store.shards import Column, Store, StoreWriter
 
 from .config import BALANCED, UnpairConfig
 from .scoring import ScoreResult, score_pairs
@@ -361,8 +362,22 @@ def unpair(
     """Break a ratio of the training pairs of the features store ``src``; write the benchmark store ``out``.
 
     Returns the manifest (``{**manifest, "reused": True}`` when an identical finished run at ``out``
-    is reused). ``config`` is an :class:`UnpairConfig` or a plain mapping of its keys.
+    is reused). ``config`` is an :class:`UnpairConfig` or a plain mapping of its keys. The output
+    folder is locked while the stage runs (:class:`mixbench.stagekit.OutputLock`).
     """
+    with OutputLock(out, "unpair"):
+        return _unpair(src, out, config, overwrite=overwrite, reuse=reuse, progress=progress)
+
+
+def _unpair(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: UnpairConfig | Mapping[str, Any] | None,
+    *,
+    overwrite: bool,
+    reuse: bool,
+    progress: bool | None,
+) -> dict[str, Any]:
     cfg = config if isinstance(config, UnpairConfig) else UnpairConfig.from_dict(config)
     if Path(out).resolve() == Path(src).resolve():
         raise ConfigError(f"unpair: the output folder {out} is the input store; choose another output folder.")
@@ -371,7 +386,7 @@ def unpair(
     inputs = {"store": store.input_record()}
     conf = cfg.to_dict()
     key = run_key("unpair", conf, inputs)
-    if reuse and (done := reusable(out, key)) is not None:
+    if reuse and (done := reusable_store(out, key, "unpair")) is not None:
         log.info("unpair: %s is complete with the same config and input; reusing it", out)
         return {**done, "reused": True}
     entry = lineage_entry("unpair", conf, inputs, seed=cfg.seed)

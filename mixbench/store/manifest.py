@@ -31,18 +31,39 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> None:
     """Call ``write(f)`` on a temp file in ``path``'s folder, fsync, then rename it to ``path``:
-    readers see the old file or the complete new one, never a partial one."""
+    readers see the old file or the complete new one, never a partial one. The file gets the mode a
+    plain ``open`` would give (0666 less the umask), not the temp file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        from mixbench.errors import WriteError
+
+        raise WriteError.from_os(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -60,6 +81,24 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+#: The manifest's own checksum: sha256 of the canonical JSON of the manifest without this key.
+MANIFEST_CHECKSUM = "manifest_sha256"
+
+
+def seal(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` (as it reads back from JSON) with its own checksum added under MANIFEST_CHECKSUM."""
+    body = json.loads(json.dumps({k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}, default=str))
+    return {**body, MANIFEST_CHECKSUM: hash_json(body)}
+
+
+def seal_ok(manifest: dict[str, Any]) -> bool | None:
+    """True when ``manifest`` matches its own checksum, False when it does not, None when it has none."""
+    recorded = manifest.get(MANIFEST_CHECKSUM)
+    if recorded is None:
+        return None
+    return hash_json({k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}) == recorded
 
 
 def versions() -> dict[str, str]:

@@ -30,14 +30,17 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mixbench.errors import DataError, StoreError
+from mixbench.errors import DataError, StoreError, WriteError
 
 from .manifest import (
     MANIFEST,
+    MANIFEST_CHECKSUM,
     SCHEMA,
     SCHEMA_VERSION,
     atomic_write_json,
     now,
+    seal,
+    seal_ok,
     sha256_file,
 )
 
@@ -274,6 +277,9 @@ class StoreWriter:
                 os.fsync(f.fileno())
             digest = sha256_file(tmp)
             os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise WriteError.from_os(exc, final) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -300,6 +306,9 @@ class StoreWriter:
             else:
                 write(tmp)
             os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise WriteError.from_os(exc, final) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -346,6 +355,7 @@ class StoreWriter:
             "lineage": lineage,
             "info": dict(info or {}),
         }
+        manifest = seal(manifest)
         atomic_write_json(self.path / MANIFEST, manifest)
         shutil.rmtree(self.progress, ignore_errors=True)
         return manifest
@@ -387,10 +397,7 @@ class Store:
                 "finish. Rerun that stage; it resumes from its finished shards."
             )
         raw = mpath.read_bytes()
-        try:
-            self.manifest: dict[str, Any] = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{mpath}: not valid JSON ({exc}); the store is damaged, rerun the stage with --overwrite.") from None
+        self.manifest: dict[str, Any] = parse_manifest(raw, mpath)
         import hashlib
 
         self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
@@ -578,16 +585,49 @@ class Store:
         return out
 
 
-def reusable(path: str | os.PathLike[str], run_key: str) -> dict[str, Any] | None:
-    """The manifest of a complete store at ``path`` written by a run with ``run_key``, else None.
+def parse_manifest(raw: bytes, mpath: Path) -> dict[str, Any]:
+    """The manifest in ``raw`` (read from ``mpath``), after checking its own checksum."""
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{mpath}: not valid JSON ({exc}); the store is damaged, rerun the stage with --overwrite.") from None
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{mpath}: not a mixbench manifest (a JSON {type(manifest).__name__}); rerun the stage with --overwrite.")
+    ok = seal_ok(manifest)
+    if ok is None and manifest.get("schema") == SCHEMA:
+        raise StoreError(
+            f"{mpath}: no checksum of its own ('{MANIFEST_CHECKSUM}'): written by an older mixbench or edited by "
+            "hand; rerun the stage that wrote it with --overwrite (CLI: mixbench run RECIPE --force STAGE)."
+        )
+    if ok is False:
+        raise StoreError(
+            f"{mpath}: the manifest does not match its own checksum: it was edited after the stage wrote it "
+            "(row counts, class names...); rerun that stage with --overwrite (CLI: mixbench run RECIPE --force "
+            "STAGE) instead of editing the manifest."
+        )
+    return manifest
 
-    Stages call this first: an identical finished run is reused, not redone."""
+
+def read_manifest(mpath: Path) -> dict[str, Any]:
+    """Read and check ``manifest.json`` (see :func:`parse_manifest`)."""
+    try:
+        raw = mpath.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"{mpath}: cannot read ({exc.strerror or exc}).") from None
+    return parse_manifest(raw, mpath)
+
+
+def reusable(path: str | os.PathLike[str], run_key: str) -> dict[str, Any] | None:
+    """The manifest of a complete store at ``path`` written by a run with ``run_key`` whose manifest
+    matches its own checksum, else None. (Stages use :func:`mixbench.stagekit.reusable_store`, which
+    also re-hashes the files the manifest lists.)"""
     mpath = Path(path) / MANIFEST
     if not mpath.exists():
         return None
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = read_manifest(mpath)
+    except StoreError as exc:
+        log.warning("%s; not reused", exc)
         return None
     lineage = manifest.get("lineage") or [{}]
     return manifest if lineage[-1].get("run_key") == run_key else None

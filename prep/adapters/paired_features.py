@@ -305,10 +305,13 @@ class Reader:
     def _array(self, src: Source, what: str) -> np.ndarray:
         kind = src.kind
         require_file(src.path, what)
+        if kind in ("npy", "npz") and src.path.stat().st_size == 0:
+            raise DataError(f"{src.path}: the file is empty (0 bytes; {what}); write the array again "
+                            f"(np.save / np.savez) or point at the right file.")
         if kind == "npy":
             try:
                 return np.load(src.path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError) as exc:
                 raise DataError(f"{src.path}: cannot read as .npy ({exc}).") from None
         if kind == "npz":
             try:
@@ -318,7 +321,7 @@ class Reader:
                     if key is None or key not in names:
                         raise DataError(f"{src.path}: give the array as '{src.path.name}:NAME' ({what}); arrays: {names}.")
                     return z[key]
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError) as exc:
                 raise DataError(f"{src.path}: cannot read as .npz ({exc}).") from None
         if kind == "mat":
             return read_mat(src.path, src.key, what)
@@ -447,7 +450,11 @@ def read(cfg: PairedFeaturesConfig, base_dir: Path) -> PairedData:
         x = check_features(x, str(s.path), s.key or f"features of '{m}'", row_offset=reader.row_offset(s))
         rows.add(reader.location(s), len(x))
         if np.abs(x).max(initial=0) > np.finfo(cfg.dtype).max:
-            raise DataError(f"{s.path}: values exceed the {cfg.dtype} range; use dtype = 'float32'.")
+            raise DataError(
+                f"{s.path}: values exceed the {cfg.dtype} range (largest magnitude {float(np.abs(x).max()):.4g})"
+                + ("; use dtype = 'float32'." if cfg.dtype != "float32" else
+                   "; rescale the features (e.g. divide by their maximum, or take a log) before prep.")
+            )
         feats[m] = x.astype(cfg.dtype)
 
     ls = src["labels"]
