@@ -129,3 +129,57 @@ def test_atomic_write_and_damaged_files(tmp_path: Path, monkeypatch: pytest.Monk
     save_checkpoint(path, {"format": "other"})
     with pytest.raises(StoreError, match="not a mixbench DM2C checkpoint"):
         load_checkpoint(path)
+
+
+# -- trust: checksums, threads, a full disk (issue 10 §1, §2) ------------------------------------
+
+
+def _flip_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one byte inside the weights
+    path.write_bytes(bytes(raw))
+
+
+def test_checkpoint_with_a_flipped_byte_is_refused(wiki_bench: Path, uninterrupted: tuple[DM2C, Path],
+                                                   tmp_path: Path) -> None:
+    import shutil
+
+    _, full_dir = uninterrupted
+    ckpt = tmp_path / "checkpoints"
+    shutil.copytree(full_dir / "checkpoints", ckpt)
+    _flip_byte(ckpt / "last.pt")
+    with pytest.raises(StoreError) as err:
+        DM2C(**RUN).fit(wiki_bench, checkpoint_dir=ckpt)
+    msg = str(err.value)
+    assert str(ckpt / "last.pt") in msg and "sha256" in msg and "delete" in msg and "--overwrite" in msg
+    assert "\n" not in msg
+
+
+def test_checkpoint_resumed_under_other_threads_is_refused(wiki_bench: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "checkpoints"
+    with pytest.raises(Interrupt):
+        DM2C(**RUN, threads=1).fit(wiki_bench, checkpoint_dir=ckpt, callback=_interrupt_at("joint", 3))
+    with pytest.raises(ConfigError, match=r"threads: 1 \(checkpoint\) vs 2 \(now\)"):
+        DM2C(**RUN, threads=2).fit(wiki_bench, checkpoint_dir=ckpt)
+    assert DM2C(**RUN, threads=1).fit(wiki_bench, checkpoint_dir=ckpt).resumed_
+
+
+def test_full_disk_in_a_checkpoint_write_is_one_line(wiki_bench: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    from mixbench.cli import main
+
+    def full(obj: Any, f: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    args = ["train", str(wiki_bench), str(tmp_path / "run"), "--pretrain-epochs", "1", "--epochs", "1",
+            "--n-init", "2", "--device", "cpu", "--baselines", "false", "--plots", "false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "last.pt" in errors[0] and "no space left" in errors[0].lower()
+    assert "Traceback" not in err
+    assert not list((tmp_path / "run").rglob("*.tmp"))

@@ -18,6 +18,7 @@ from mixbench.errors import ConfigError, DataError
 from mixbench.store.manifest import lineage_entry, run_key
 from mixbench.store.shards import Store, StoreWriter, feature_schema
 from train import DM2C, TrainConfig, TrainingDiverged, list_variants
+from train.checkpoint import load_checkpoint
 from train.data import BenchmarkData
 from train.dm2c import Architecture, DeepAE, DM2CNet, default_hiddens
 
@@ -189,6 +190,6 @@ def test_nan_stops_training_and_keeps_last_checkpoint(wiki_bench: Path, tmp_path
     with pytest.raises(TrainingDiverged, match=r"phase pretrain-text, epoch 0, step \d+") as exc:
         DM2C(**SHORT, checkpoint_every=1).fit(data, checkpoint_dir=tmp_path, callback=poison)
     assert "last.pt" in str(exc.value)
-    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    state = load_checkpoint(tmp_path / "last.pt")
     assert state["phase"] == "pretrain-image" and state["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

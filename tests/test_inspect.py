@@ -12,7 +12,7 @@ import pytest
 import prep
 from mixbench.cli import main
 from mixbench.store.inspect import describe, split_stats, verify_store
-from mixbench.store.manifest import sha256_file
+from mixbench.store.manifest import seal, sha256_file
 from mixbench.store.shards import Column, Store, StoreWriter, feature_schema
 
 
@@ -131,7 +131,7 @@ def test_verify_catches_schema_drift(tmp_path: Path, uci_dir: Path) -> None:
     for rec in man["shards"]:
         if rec["file"] == shard.name:
             rec["sha256"] = sha256_file(shard)  # the checksum alone would not notice
-    (out / "manifest.json").write_text(json.dumps(man))
+    (out / "manifest.json").write_text(json.dumps(seal(man)))  # re-sealed: only the shard's content is wrong
     problems = verify_store(out)
     assert problems == ["test-00000.h5 [mor.label]: dtype float64, manifest says int64."]
 

@@ -18,8 +18,10 @@ from mixbench.config import Config, option
 from mixbench.errors import ConfigError
 
 #: Fields that do not change the trained state: a checkpoint written under other values of these
-#: may be resumed (everything else must match exactly).
-NON_TRAINING_FIELDS = ("device", "threads", "plots", "baselines", "checkpoint_every")
+#: may be resumed (everything else must match exactly). ``threads`` is not one of them: the number
+#: of CPU threads changes how matrix products are split, so the numbers (issue 10); a checkpoint
+#: written under another ``threads`` is refused, naming the field.
+NON_TRAINING_FIELDS = ("device", "plots", "baselines", "checkpoint_every")
 
 
 @dataclass(frozen=True)

@@ -778,7 +778,14 @@ class FaithfulTrainer:
             "history": list(self.history),
             "timings": dict(self.timer.seconds),
             "skipped_batches": self.skipped_batches,
+            "cpu_threads": self.effective_threads(),
         }
+
+    def effective_threads(self) -> int | None:
+        """The torch CPU threads the training runs on (None on a GPU): recorded in checkpoints."""
+        if self.device.type != "cpu":
+            return None
+        return self.intra_op_threads() or torch.get_num_threads()
 
     def save_checkpoint(self, phase_end: bool = False) -> Path | None:
         """Atomically write ``last.pt`` (and ``<phase>.pt`` at a phase end)."""
@@ -828,6 +835,12 @@ class FaithfulTrainer:
         state = load_checkpoint(path, map_location="cpu")  # load_state_dict moves tensors to the device
         check_compatible(state, self.cfg, dims=dict(self.data.dims), input_sha256=self.input_sha256,
                          variant=self.cfg.variant, path=path)
+        saved, now = state.get("cpu_threads"), self.effective_threads()
+        if saved is not None and now is not None and saved != now:
+            # threads = 0 (auto) on a machine with another core count: the config matches, the numbers may not
+            log.warning("resuming %s under %d CPU thread(s), the checkpoint was written under %d: the run stays valid "
+                        "but is no longer bit-identical to an uninterrupted one; set [train] threads = %d to keep it so",
+                        path, now, saved, saved)
         self.load_state_dict(state)
         self.last_good_checkpoint = path
         log.info("resuming from %s: phase %s, %d epoch(s) done", path, state["phase"], state["epoch"])

@@ -267,10 +267,10 @@ def _prepare_run_dir(out: Path, cfg: TrainConfig, data: BenchmarkData, input_sha
     try:
         state = load_checkpoint(last)
         check_compatible(state, cfg, dims=dict(data.dims), input_sha256=input_sha256, variant=cfg.variant, path=last)
-    except (ConfigError, DataError, StoreError):
+    except (ConfigError, DataError, StoreError) as exc:
         if not overwrite:
             raise
-        log.info("train: the checkpoint in %s is from another config or input; starting afresh (overwrite)", out)
+        log.warning("train: not resuming (%s); starting afresh (overwrite)", exc)
         clear_run(out)
 
 
