@@ -27,8 +27,8 @@ from tqdm import tqdm
 from mixbench import dist
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, StoreError
-from mixbench.store.manifest import MANIFEST, lineage_entry, run_key
 from mixbench.stagekit import OutputLock, reusable_store
+from mixbench.store.manifest import MANIFEST, lineage_entry, run_key
 from mixbench.store.shards import Column, Store, StoreWriter
 
 from .config import EmbedConfig

@@ -56,6 +56,28 @@ def _with_seed(table: dict[str, Any], seed: int, stage: str) -> dict[str, Any]:
     return table
 
 
+def check_shared_dim(configs: dict[str, Any], prep_dir: Path, where: str) -> None:
+    """``[embed] dim = 0`` keeps each modality's own dimension: refuse it right after prep (not at
+    train, three stages later) when the train method needs one shared dimension and they differ."""
+    from mixbench.store.shards import Store
+    from train.registry import get_method
+
+    ecfg, tcfg = configs["embed"], configs["train"]
+    if ecfg.dim > 0 or not get_method(tcfg.method).shared_dim:
+        return
+    store = Store(prep_dir, verify=False)
+    if any(m in ecfg.encoders or not store.has_column(m, "feat") for m in store.modalities):
+        return  # encoded dims are known only after the encoders run
+    dims = {m: store.feat_dim(m) for m in store.modalities}
+    if len(set(dims.values())) > 1:
+        low = min(dims.values())
+        raise ConfigError(
+            f"{where} dim = 0 keeps each modality's own feature dimension ({', '.join(f'{m} {d}' for m, d in dims.items())}), "
+            f"but [train] method = {tcfg.method!r} needs one shared dimension: set [embed] dim to at most {low} "
+            f"(CLI: --set embed.dim={low})."
+        )
+
+
 def stage_dirs(root: Path) -> dict[str, Path]:
     return {s: root / s for s in STAGES}
 
@@ -106,6 +128,7 @@ def _run_stages(recipe: Recipe, configs: dict[str, Any], root: Path, *, force: s
         if stage == "prep":
             result = prep.prepare(configs["prep"], dirs["prep"], base_dir=recipe.base_dir, **kw)
         elif stage == "embed":
+            check_shared_dim(configs, dirs["prep"], recipe.where("embed"))
             result = embed.embed(dirs["prep"], dirs["embed"], configs["embed"], base_dir=recipe.base_dir, **kw)
         elif stage == "unpair":
             result = unpair.unpair(dirs["embed"], dirs["unpair"], configs["unpair"], **kw)

@@ -86,6 +86,7 @@ class OutputLock:
         self.folder = Path(folder)
         self.stage = stage
         self._key: Path | None = None
+        self._created = False
 
     def __enter__(self) -> OutputLock:
         self.acquire()
@@ -95,6 +96,7 @@ class OutputLock:
         self.release()
 
     def acquire(self) -> None:
+        self._created = not self.folder.exists()
         check_output_dir(self.folder)
         key = self.folder.resolve()
         with _held_guard:
@@ -119,6 +121,11 @@ class OutputLock:
                 # remove while still holding: a waiter that locked this inode retries on the new path
                 (self.folder / LOCK_FILE).unlink(missing_ok=True)
                 os.close(fd)
+                if self._created:  # a folder made only for the lock (the stage failed early) goes again
+                    try:
+                        self.folder.rmdir()
+                    except OSError:
+                        pass
         self._key = None
 
 

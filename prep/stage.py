@@ -14,11 +14,11 @@ from tqdm import tqdm
 
 from mixbench.errors import DataError
 from mixbench.stagekit import OutputLock, reusable_store
-
-from .adapters import AdapterConfig, PairedData, get_adapter, make_config
 from mixbench.store.manifest import lineage_entry, run_key, sha256_file
 from mixbench.store.shards import STRING_DTYPE, Column, StoreWriter, base_schema
-from .validate import REJECTS_FILE, check_reject_fraction
+
+from .adapters import AdapterConfig, PairedData, get_adapter, make_config
+from .validate import REJECTS_FILE, check_classes, check_reject_fraction
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,15 @@ def input_record(files: Mapping[str, Path]) -> dict[str, Any]:
             raise DataError(f"{path}: missing (input '{name}'); check the [prep] paths.")
         out[name] = {"path": str(path), "sha256": sha256_file(path), "size": path.stat().st_size}
     return out
+
+
+def _label_source(cfg: AdapterConfig, base: Path) -> str:
+    """Where the labels were read from, for messages: the ``labels`` key where the adapter has one."""
+    labels = getattr(cfg, "labels", None)
+    if isinstance(labels, str) and labels:
+        return str(base / labels)
+    root = getattr(cfg, "root", None)
+    return f"[prep] adapter {cfg.adapter!r}" + (f" ({base / str(root)})" if root else "")
 
 
 def schema_of(data: PairedData) -> dict[str, dict[str, Column]]:
@@ -91,6 +100,7 @@ def _prepare(
         return {**done, "reused": True}
     entry = lineage_entry("prep", conf, inputs, seed=getattr(cfg, "seed", None))
     data = adapter.read(cfg, base)
+    check_classes(data, _label_source(cfg, base))
     limit = getattr(cfg, "max_reject_fraction", None)
     if limit is not None and "rejects" in data.info:
         check_reject_fraction(data.info["rejects"], data.info.get("accounting", {}), limit, out,

@@ -287,3 +287,26 @@ def check_sha256sums(root: Path, names: Iterable[str], sums_file: str = "SHA256S
             )
         checked.append(name)
     return checked
+
+
+def check_classes(data: Any, source: str) -> None:
+    """At least two classes must have rows: with one, clustering is trivial and every metric reads
+    1.0. ``data`` is a :class:`prep.adapters.PairedData`; ``source`` names where labels came from."""
+    present: set[int] = set()
+    for sd in data.splits.values():
+        arrays = [sd.labels] if data.kind == "paired" else [t["label"] for t in sd.tables.values() if "label" in t]
+        for arr in arrays:
+            a = np.asarray(arr)
+            if not a.size:
+                continue
+            if data.multilabel:
+                present |= {int(i) for i in np.flatnonzero(a.reshape(len(a), -1).any(axis=0))}
+            else:
+                present |= {int(v) for v in np.unique(a)}
+    if len(present) < 2:
+        names = ", ".join(repr(data.classes[i]) if 0 <= i < len(data.classes) else repr(i) for i in sorted(present))
+        raise DataError(
+            f"{source}: the labels hold {len(present)} class(es) ({names or 'none'}); clustering and its metrics "
+            "need at least 2 classes with rows (with one, every metric reads 1.0). Check the label file or "
+            "column, or add the rows of the other classes."
+        )

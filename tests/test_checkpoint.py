@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_dm2c import build_wiki_benchmark
 
 from mixbench.errors import ConfigError, DataError, StoreError
-from test_dm2c import build_wiki_benchmark
 from train import DM2C
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.data import BenchmarkData

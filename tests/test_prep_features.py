@@ -8,11 +8,11 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+from mat_helpers import write_mat_v73
 
 import prep
 from mixbench.errors import ConfigError, DataError
 from mixbench.store.shards import Store
-from mat_helpers import write_mat_v73
 
 N = 30
 
@@ -197,3 +197,37 @@ def test_duplicate_ids_and_unknown_split(data: dict[str, np.ndarray], tmp_path: 
     with pytest.raises(DataError, match=r"split.csv:13 \[split\]: unknown split 'dev'; allowed: train, val, test"):
         _run({**t, "split": "split.csv:split"}, tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+# -- refused early with the fix (issue 10 §1, §2) -----------------------------------------------
+
+
+def test_single_class_dataset_is_refused(data: dict[str, np.ndarray], tmp_path: Path) -> None:
+    t = _bad(tmp_path, data)
+    np.save(tmp_path / "one.npy", np.zeros(N, dtype=np.int64))
+    with pytest.raises(DataError, match=r"one.npy.*1 class.*at least 2"):
+        _run({**t, "labels": "one.npy"}, tmp_path)
+
+
+def test_features_without_columns_or_1d_are_refused(data: dict[str, np.ndarray], tmp_path: Path) -> None:
+    t = _bad(tmp_path, data)
+    np.save(tmp_path / "empty.npy", np.zeros((N, 0)))
+    with pytest.raises(DataError, match=r"empty.npy \[features of 'text'\]: 0 feature columns"):
+        _run({**t, "features": ["a.npy", "empty.npy"]}, tmp_path)
+    np.save(tmp_path / "flat.npy", np.arange(N, dtype=float))
+    with pytest.raises(DataError, match=r"flat.npy \[features of 'text'\]: a 1-D array.*reshape"):
+        _run({**t, "features": ["a.npy", "flat.npy"]}, tmp_path)
+
+
+def test_float32_overflow_advice_fits_the_dtype(data: dict[str, np.ndarray], tmp_path: Path) -> None:
+    t = _bad(tmp_path, data)
+    big = data["b"].copy()
+    big[3, 1] = 1e39
+    np.save(tmp_path / "big.npy", big)
+    with pytest.raises(DataError) as err:
+        _run({**t, "features": ["a.npy", "big.npy"]}, tmp_path)
+    assert "float32 range" in str(err.value) and "use dtype = 'float32'" not in str(err.value)
+    big[3, 1] = 1e5
+    np.save(tmp_path / "big.npy", big)
+    with pytest.raises(DataError, match="float16 range.*use dtype = 'float32'"):
+        _run({**t, "features": ["a.npy", "big.npy"], "dtype": "float16"}, tmp_path)

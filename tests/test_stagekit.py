@@ -241,3 +241,13 @@ def test_outputs_follow_the_umask(tmp_path: Path) -> None:
         assert (tmp_path / "g").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+def test_embed_dim_0_is_refused_before_embed(tmp_path: Path, repo_root: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = _recipe(tmp_path, repo_root)
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out), "--set", "embed.dim=0", "--set", "embed.whiten=false"]) == 2
+    err = capsys.readouterr().err
+    assert "dim = 0" in err and "fou 76, kar 64" in err and "--set embed.dim=64" in err
+    assert not (out / "embed").exists() and not (out / "unpair").exists()

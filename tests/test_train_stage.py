@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_dm2c import build_wiki_benchmark
 
 from mixbench.cli import main
 from mixbench.errors import ConfigError, DataError, StoreError
 from mixbench.store.manifest import lineage_entry, run_key
 from mixbench.store.shards import StoreWriter, feature_schema
-from test_dm2c import build_wiki_benchmark
 from train import train
 from train.runlog import read_jsonl
 
@@ -181,3 +181,19 @@ def test_plots_skip_without_matplotlib(tmp_path: Path, monkeypatch: pytest.Monke
     with caplog.at_level("INFO", logger="train.report"):
         assert make_plots(tmp_path, rows, modalities=["image", "text"], classes=["a", "b"], test=None) == {}
     assert "matplotlib is not installed" in caplog.text and not (tmp_path / "plots").exists()
+
+
+def test_single_class_store_is_refused_before_training(tmp_path: Path) -> None:
+    from train import train
+
+    rng = np.random.default_rng(0)
+    schema = {m: feature_schema(4) for m in ("image", "text")}
+    w = StoreWriter(tmp_path / "one", kind="features", dataset="one", classes=["a", "b"], schema=schema,
+                    lineage=[], run_key="k")
+    for split in ("train", "test"):
+        w.write_shard(split, 0, {m: {"id": [f"{m}{i}" for i in range(20)], "label": np.zeros(20, dtype=np.int64),
+                                     "pair": np.arange(20), "feat": rng.normal(size=(20, 4)).astype(np.float32)}
+                                 for m in schema})
+    w.finish()
+    with pytest.raises(DataError, match=r"1 class\(es\) \('a'\).*at least 2"):
+        train(tmp_path / "one", tmp_path / "run", {"pretrain_epochs": 1, "epochs": 1, "device": "cpu"})

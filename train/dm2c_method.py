@@ -69,6 +69,7 @@ register_method(Method(
     name="dm2c",
     run=run_dm2c,
     check=check_dm2c,
+    shared_dim=True,
     family="clustering",
     description="DM2C (Jiang et al., NeurIPS 2019): modality AEs, cross-modal cycle mappings, adversarial critics; "
                 "faithful to the reference code by default, named variants beside it (`mixbench list variants`)",

@@ -153,7 +153,9 @@ class Method:
     ``run(data, ctx)`` trains on the loaded benchmark and evaluates it (final epoch).
     ``clustering``: the results are cluster assignments (the k-means baselines and the headroom
     figures go beside them); false for retrieval methods. ``check(data, ctx)`` (optional) refuses
-    a benchmark the method cannot use before any work, with a one-line :class:`DataError`."""
+    a benchmark the method cannot use before any work, with a one-line :class:`DataError`.
+    ``shared_dim``: every modality must have one feature dimension (``mixbench run`` refuses
+    ``[embed] dim = 0`` on modalities of different dims right after prep, not at train)."""
 
     name: str
     run: Callable[[BenchmarkData, RunContext], MethodResult]
@@ -162,6 +164,7 @@ class Method:
     clustering: bool = True
     family: str = ""
     check: Callable[[BenchmarkData, RunContext], None] | None = None
+    shared_dim: bool = False
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -39,14 +39,22 @@ from mixbench import dist
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, DataError, StoreError
 from mixbench.stagekit import OutputLock
-from mixbench.store.manifest import atomic_write_bytes, atomic_write_json, lineage_entry, now, run_key, sha256_file, versions
+from mixbench.store.manifest import (
+    atomic_write_bytes,
+    atomic_write_json,
+    lineage_entry,
+    now,
+    run_key,
+    sha256_file,
+    versions,
+)
 from mixbench.store.shards import Store
 
 from .checkpoint import check_compatible, load_checkpoint
 from .config import TrainConfig
 from .data import BenchmarkData
-from .registry import RunContext, get_method, method_options
 from .kmeans import KMeans
+from .registry import RunContext, get_method, method_options
 from .report import make_plots, results_tables, write_report
 from .runlog import RunLog
 
@@ -282,6 +290,17 @@ def _prepare_run_dir(out: Path, cfg: TrainConfig, data: BenchmarkData, input_sha
 def check_data(data: BenchmarkData, store: Store) -> list[str]:
     """Errors for unusable input; warnings (returned, shown in the report) for classes without rows."""
     warnings = []
+    train_split = data.splits.get("train")
+    if train_split is not None:
+        y = torch.cat([train_split.y[m] for m in data.modalities]).cpu()
+        present = torch.unique(y).tolist() if y.ndim == 1 else list(range(data.n_classes))
+        if len(present) < 2:
+            names = ", ".join(repr(data.classes[int(i)]) for i in present if 0 <= int(i) < data.n_classes)
+            raise DataError(
+                f"{store.path}: the train split holds {len(present)} class(es) ({names or 'none'}); clustering "
+                "needs at least 2 (with one, every metric reads 1.0). Rebuild the store from labelled data with "
+                "two or more classes (prep refuses a single-class dataset)."
+            )
     for split, s in data.splits.items():
         for m in data.modalities:
             if s.n(m) == 0 and split != "train":

@@ -36,8 +36,8 @@ from tqdm import tqdm
 from mixbench.config import canonical_json
 from mixbench.device import resolve_device
 from mixbench.errors import ConfigError, DataError, StoreError
-from mixbench.store.manifest import lineage_entry, run_key
 from mixbench.stagekit import OutputLock, reusable_store
+from mixbench.store.manifest import lineage_entry, run_key
 from mixbench.store.shards import Column, Store, StoreWriter
 
 from .config import BALANCED, UnpairConfig

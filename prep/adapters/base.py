@@ -105,9 +105,17 @@ def check_features(x: np.ndarray, source: str, field_name: str, row_offset: int 
     except (TypeError, ValueError) as exc:
         raise DataError(f"{source} [{field_name}]: not a numeric matrix ({exc}).") from None
     if x.ndim == 1:
-        x = x[:, None]
+        raise DataError(
+            f"{source} [{field_name}]: a 1-D array of {len(x)} values, not a matrix (rows × features); save it as "
+            f"one row per instance, e.g. reshape to ({len(x)}, 1) for a single feature, or point at the right array."
+        )
     if x.ndim != 2:
         raise DataError(f"{source} [{field_name}]: expected a 2-D matrix (rows × features), got shape {x.shape}.")
+    if x.shape[1] == 0:
+        raise DataError(
+            f"{source} [{field_name}]: 0 feature columns (shape {x.shape}); the file holds no features. Point "
+            "at the array with the features, or write them again."
+        )
     bad = ~np.isfinite(x)
     if bad.any():
         r, c = (int(v) for v in np.argwhere(bad)[0])
