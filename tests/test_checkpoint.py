@@ -183,3 +183,21 @@ def test_full_disk_in_a_checkpoint_write_is_one_line(wiki_bench: Path, tmp_path:
     assert len(errors) == 1 and "last.pt" in errors[0] and "no space left" in errors[0].lower()
     assert "Traceback" not in err
     assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_train_stage_refuses_a_damaged_checkpoint_in_one_line(wiki_bench: Path, uninterrupted: tuple[DM2C, Path],
+                                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from mixbench.cli import main
+
+    _, full_dir = uninterrupted
+    run = tmp_path / "run"
+    shutil.copytree(full_dir / "checkpoints", run / "checkpoints")
+    _flip_byte(run / "checkpoints" / "last.pt")
+    args = ["train", str(wiki_bench), str(run), "--pretrain-epochs", "3", "--epochs", "4", "--n-init", "2",
+            "--checkpoint-every", "2", "--device", "cpu", "--baselines", "false", "--plots", "false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "last.pt" in errors[0] and "sha256" in errors[0] and "Traceback" not in err
