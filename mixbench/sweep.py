@@ -21,6 +21,7 @@ from mixbench.store.manifest import atomic_write_bytes, atomic_write_json, atomi
 from .errors import ConfigError
 from .recipe import Recipe, load_recipe
 from .run import stage_configs
+from .stagekit import OutputLock
 
 log = logging.getLogger(__name__)
 
@@ -69,38 +70,38 @@ def run_sweep(
             raise ConfigError(f"--ratio {r}: must be in [0, 1].")
     configs = stage_configs(recipe)  # validates everything before any work
     root = Path(out) if out is not None else Path("out") / f"{recipe.name}-sweep"
-    root.mkdir(parents=True, exist_ok=True)
-    prep.prepare(configs["prep"], root / "prep", base_dir=recipe.base_dir, overwrite=True)
-    embed.embed(root / "prep", root / "embed", configs["embed"], base_dir=recipe.base_dir, overwrite=True)
+    with OutputLock(root, "sweep"):  # one sweep per folder (its stages lock their own folders too)
+        prep.prepare(configs["prep"], root / "prep", base_dir=recipe.base_dir, overwrite=True)
+        embed.embed(root / "prep", root / "embed", configs["embed"], base_dir=recipe.base_dir, overwrite=True)
 
-    cells: list[dict[str, Any]] = []
-    total = len(strategies) * len(ratios) * seeds
-    done = 0
-    for strategy in strategies:
-        for ratio in ratios:
-            for seed in range(seeds):
-                done += 1
-                cell = root / "cells" / strategy / f"r{ratio:g}" / f"s{seed}"
-                log.info("sweep cell %d/%d: strategy=%s ratio=%g seed=%d", done, total, strategy, ratio, seed)
-                ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed)
-                tcfg = configs["train"].replace(seed=seed)
-                unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
-                result = train.train(cell / "unpair", cell / "train", tcfg, overwrite=True)
-                metrics = result["metrics"]
-                cells.append({
-                    "strategy": strategy, "ratio": ratio, "seed": seed, "run_dir": str(cell / "train"),
-                    "methods": {m: v for m, v in metrics["methods"].items()},
-                })
-    summary = _summarise(cells, strategies, ratios, method)
-    table = _table(summary, strategies, ratios, metric, method, seeds)
-    atomic_write_json(root / "sweep.json", {"recipe": str(recipe.path), "ratios": ratios, "strategies": strategies,
-                                            "seeds": seeds, "method": method, "cells": cells, "summary": summary})
-    atomic_write_text(root / "sweep.csv", _csv(summary))
-    atomic_write_text(root / "sweep.md", table + "\n")
-    plot_path = root / "sweep.png"
-    _plot(summary, strategies, ratios, metric, method, plot_path)
-    return {"table": table, "table_path": str(root / "sweep.md"), "plot_path": str(plot_path), "cells": cells,
-            "summary": summary}
+        cells: list[dict[str, Any]] = []
+        total = len(strategies) * len(ratios) * seeds
+        done = 0
+        for strategy in strategies:
+            for ratio in ratios:
+                for seed in range(seeds):
+                    done += 1
+                    cell = root / "cells" / strategy / f"r{ratio:g}" / f"s{seed}"
+                    log.info("sweep cell %d/%d: strategy=%s ratio=%g seed=%d", done, total, strategy, ratio, seed)
+                    ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed)
+                    tcfg = configs["train"].replace(seed=seed)
+                    unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
+                    result = train.train(cell / "unpair", cell / "train", tcfg, overwrite=True)
+                    metrics = result["metrics"]
+                    cells.append({
+                        "strategy": strategy, "ratio": ratio, "seed": seed, "run_dir": str(cell / "train"),
+                        "methods": {m: v for m, v in metrics["methods"].items()},
+                    })
+        summary = _summarise(cells, strategies, ratios, method)
+        table = _table(summary, strategies, ratios, metric, method, seeds)
+        atomic_write_json(root / "sweep.json", {"recipe": str(recipe.path), "ratios": ratios, "strategies": strategies,
+                                                "seeds": seeds, "method": method, "cells": cells, "summary": summary})
+        atomic_write_text(root / "sweep.csv", _csv(summary))
+        atomic_write_text(root / "sweep.md", table + "\n")
+        plot_path = root / "sweep.png"
+        _plot(summary, strategies, ratios, metric, method, plot_path)
+        return {"table": table, "table_path": str(root / "sweep.md"), "plot_path": str(plot_path), "cells": cells,
+                "summary": summary}
 
 
 def _summarise(cells: list[dict[str, Any]], strategies: list[str], ratios: list[float], method: str) -> list[dict[str, Any]]:
