@@ -38,6 +38,10 @@ class EmbedConfig(Config):
         "modality → encoder table, e.g. [embed.encoders.image] encoder = \"open_clip\"; a modality "
         "without an entry must already have `feat` in the input store and is passed through",
     )
+    text_source: dict[str, Any] = option(
+        {}, "give an image-only store a text half before the PCA (embed.textspace, TAC's WordNet nouns): "
+            "[embed.text_source] source = \"wordnet-nouns\"; {} = off"
+    )
     dim: int = option(0, "shared PCA dimension of every modality (0: no PCA, features copied)", low=0)
     standardize: bool = option(
         False, "z-score every input feature with the fit split's mean/std before PCA (constant features: scale 1)"
@@ -77,6 +81,10 @@ class EmbedConfig(Config):
         if self.log_ratio and self.log_ratio_eps == 0.0:
             raise ConfigError("[embed] log_ratio_eps = 0 takes log(0) of any zero part; use a small positive value, "
                               "e.g. 1e-6.")
+        if self.text_source:
+            from .textspace import TextSourceConfig
+
+            TextSourceConfig.from_dict(self.text_source, "[embed.text_source]")
         for modality, table in self.encoders.items():
             if "encoder" not in table:
                 raise ConfigError(

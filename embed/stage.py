@@ -93,11 +93,16 @@ def _embed(
         return {**done, "reused": True}
 
     _check_config(cfg, source, encoded=set(cfg.encoders))
+    text_cfg = _text_source(cfg, source)
     lineage = [*source.lineage, lineage_entry(STAGE, conf, inputs, seed=cfg.seed)]
     device = _device(cfg.device, info)
     store, encoded_info = source, {}
     if cfg.encoders:
         store, encoded_info = _encode(source, out, cfg, base_dir=Path(base_dir), device=device, inputs=inputs)
+        _check_config(cfg, store, encoded=set())
+    if text_cfg is not None:
+        store = _text_space(store, out, cfg, text_cfg, base_dir=Path(base_dir), device=device, inputs=inputs)
+        encoded_info = {**encoded_info, "text_source": store.info["text_source"]}
         _check_config(cfg, store, encoded=set())
 
     estimators = _fit(store, cfg, device, info)
@@ -260,6 +265,41 @@ def _encode(
     carried["encoders"] = einfo.get("encoders", {k: v for k, v in einfo.items() if k not in ("rejects", "accounting")})
     carried["encoded_store"] = {"path": str(path), "manifest_sha256": enc.manifest_sha256}
     return enc, carried
+
+
+# -- text space ---------------------------------------------------------------------------------
+def _text_source(cfg: EmbedConfig, source: Store) -> Any:
+    """The text-source config, checked against the input store (None when off)."""
+    if not cfg.text_source:
+        return None
+    from .textspace import TextSourceConfig, check_store
+
+    tcfg = TextSourceConfig.from_dict(cfg.text_source, "[embed.text_source]")
+    check_store(tcfg, source, encoded=tcfg.image_modality in cfg.encoders)
+    return tcfg
+
+
+def _text_space(store: Store, out: Path, cfg: EmbedConfig, tcfg: Any, *, base_dir: Path, device: torch.device,
+                inputs: dict[str, Any]) -> Store:
+    """The paired (image, text) store at ``out/textspace`` (reused when complete with the same key);
+    computed on the main process, read by every rank."""
+    from .textspace import TEXTSPACE_DIR, build_text_space
+
+    conf = {"encoders": cfg.encoders, "text_source": tcfg.to_dict(), "seed": cfg.seed}
+    key = run_key(f"{STAGE}.textspace", conf, {**inputs, "images": store.input_record()})
+    path = out / TEXTSPACE_DIR
+
+    def build() -> None:
+        if reusable(path, key) is not None:
+            log.info("embed: text space at %s is complete with the same settings; reusing it", path)
+            return
+        lineage = [*store.lineage, lineage_entry(f"{STAGE}.textspace", conf, inputs, seed=cfg.seed)]
+        build_text_space(store, path, tcfg, encoders=cfg.encoders, device=device, base_dir=base_dir,
+                         lineage=lineage, run_key=key, seed=cfg.seed)
+
+    dist.on_main(build, share=False)
+    dist.barrier()
+    return Store(path)
 
 
 # -- fit ----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def register(adapter: Adapter) -> None:
 def _load_builtin() -> None:
     register(wikipedia.ADAPTER)
     # further adapters register themselves here (import inside to keep start-up light)
-    for modname in ("uci_mfeat", "paired_features", "raw_pairs", "dcmh", "dm2c_mat"):
+    for modname in ("uci_mfeat", "paired_features", "raw_pairs", "image_folder", "dcmh", "dm2c_mat"):
         try:
             mod = __import__(f"{__name__}.{modname}", fromlist=["ADAPTERS"])
         except ModuleNotFoundError as exc:
