@@ -321,6 +321,26 @@ def _load_checkpoint(ctx: RunContext) -> dict[str, Any] | None:
 
 
 def run_tac(data: BenchmarkData, ctx: RunContext) -> MethodResult:
+    from .dm2c import cpu_threads
+
+    with cpu_threads(_threads(data, ctx)):
+        return _run_tac(data, ctx)
+
+
+def _threads(data: BenchmarkData, ctx: RunContext) -> int | None:
+    """As DM2C's rule: ``[train] threads``, else one CPU thread for heads too small to split."""
+    if ctx.device.type != "cpu":
+        return None
+    if ctx.cfg.threads:
+        return ctx.cfg.threads
+    opts = ctx.options
+    assert isinstance(opts, TacOptions)
+    k = ctx.cfg.n_clusters or data.n_classes
+    macs = 2 * opts.batch_size * sum(d * d + d * k for d in data.dims.values())
+    return 1 if macs < (1 << 24) else None
+
+
+def _run_tac(data: BenchmarkData, ctx: RunContext) -> MethodResult:
     opts = ctx.options
     assert isinstance(opts, TacOptions)
     img, txt = _modalities(data, opts.image_modality)
