@@ -102,7 +102,8 @@ def _embed(
         _check_config(cfg, store, encoded=set())
     if text_cfg is not None:
         store = _text_space(store, out, cfg, text_cfg, base_dir=Path(base_dir), device=device, inputs=inputs)
-        encoded_info = {**encoded_info, "text_source": store.info["text_source"]}
+        encoded_info = {**encoded_info, "text_source": store.info["text_source"],
+                        **{k: store.info[k] for k in ("rejects", "accounting") if k in store.info}}
         _check_config(cfg, store, encoded=set())
 
     estimators = _fit(store, cfg, device, info)
