@@ -84,7 +84,8 @@ def _embed(
     out = Path(out)
     source = Store(src)
     conf = cfg.to_dict()
-    inputs = {"store": source.input_record(), **_weights_inputs(cfg, Path(base_dir))}
+    inputs = {"store": source.input_record(), **_weights_inputs(cfg, Path(base_dir)),
+              **_text_source_inputs(cfg, Path(base_dir))}
     key = run_key(STAGE, conf, inputs)
 
     done = dist.on_main(lambda: _reuse_or_check(out, key, reuse=reuse, overwrite=overwrite))
@@ -269,6 +270,29 @@ def _encode(
 
 
 # -- text space ---------------------------------------------------------------------------------
+def _text_source_inputs(cfg: EmbedConfig, base_dir: Path) -> dict[str, Any]:
+    """The noun list a text source reads (and its text tower's local files), with their sha256:
+    editing the list changes the run key, so no stale text space is reused."""
+    if not cfg.text_source:
+        return {}
+    from mixbench.store.manifest import sha256_file
+
+    from .textspace import TextSourceConfig
+    from .wordnet import SHIPPED
+
+    tcfg = TextSourceConfig.from_dict(cfg.text_source, "[embed.text_source]")
+    out: dict[str, Any] = {}
+    files = {"text_source.vocabulary": (base_dir / tcfg.vocabulary if tcfg.vocabulary else SHIPPED)
+             if not tcfg.wordnet_dir else base_dir / tcfg.wordnet_dir / "data.noun"}
+    files.update({f"text_source.encoder.{k}": base_dir / str(v) for k, v in tcfg.encoder.items()
+                  if k in WEIGHT_KEYS and isinstance(v, str) and v})
+    for name, path in files.items():
+        path = path.expanduser()
+        if path.is_file():
+            out[name] = {"path": str(path.resolve()), "sha256": sha256_file(path), "size": path.stat().st_size}
+    return out
+
+
 def _text_source(cfg: EmbedConfig, source: Store) -> Any:
     """The text-source config, checked against the input store (None when off)."""
     if not cfg.text_source:
