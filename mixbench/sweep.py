@@ -44,7 +44,7 @@ def run_sweep(
     seeds: int = 3,
     out: str | Path | None = None,
     metric: str = "acc",
-    method: str = "dm2c",
+    method: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the grid; returns ``{"table", "table_path", "plot_path", "cells"}``."""
@@ -69,6 +69,7 @@ def run_sweep(
         if not 0.0 <= r <= 1.0:
             raise ConfigError(f"--ratio {r}: must be in [0, 1].")
     configs = stage_configs(recipe)  # validates everything before any work
+    method = method or configs["train"].method  # the table's first row and the plot's line (dm2c, tac, ...)
     root = Path(out) if out is not None else Path("out") / f"{recipe.name}-sweep"
     with OutputLock(root, "sweep"):  # one sweep per folder (its stages lock their own folders too)
         prep.prepare(configs["prep"], root / "prep", base_dir=recipe.base_dir, overwrite=True)

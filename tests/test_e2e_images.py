@@ -78,7 +78,7 @@ test_ratio = {ratio}
 def test_image_folder_to_mixed_modal_benchmark(image_folder: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    recipe = _recipe(image_folder, ratio=1.0, train="batch_size = 8\npretrain_epochs = 2\nepochs = 2\nn_init = 2\n"
+    recipe = _recipe(image_folder, ratio=1.0, train="batch_size = 8\npretrain_epochs = 2\nepochs = 2\nn_init = 2\nbaselines = false\n"
                                                     "plots = false")
     assert main(["run", str(recipe), "--out", str(out)]) == 0
     assert "dm2c" in capsys.readouterr().out

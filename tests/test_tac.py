@@ -206,3 +206,27 @@ def test_too_few_pairs_for_a_batch(uci_stores: dict[float, Path], tmp_path: Path
     with pytest.raises(DataError, match="fewer than batch_size = 4096"):
         train.train(uci_stores[0.0], tmp_path / "r", {"method": "tac", "method_options": {"batch_size": 4096}})
     assert TacOptions().epochs == 20 and TacOptions().batch_size == 512  # TAC's defaults
+
+
+def test_sweep_with_a_tac_method(uci_dir: Path, tmp_path: Path) -> None:
+    from mixbench.sweep import run_sweep
+
+    recipe = tmp_path / "uci-tac.toml"
+    recipe.write_text(f"""
+name = "uci-tac"
+[prep]
+adapter = "uci-mfeat"
+root = "{uci_dir}"
+views = ["fou", "kar"]
+[embed]
+[unpair]
+test_ratio = 0.0
+[train]
+method = "tac"
+plots = false
+baselines = false
+method_options = {{epochs = 2, batch_size = 256, neighbours = 10}}
+""")
+    result = run_sweep(recipe, ratios=[0.0, 0.5], strategies=["random"], seeds=1, out=tmp_path / "sweep")
+    lines = [line for line in result["table"].splitlines() if line.startswith("| random")]
+    assert lines[0].startswith("| random | tac |") and "—" not in lines[0]  # the recipe's method leads the table
