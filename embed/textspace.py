@@ -85,6 +85,9 @@ class TextSourceConfig(Config):
     kmeans_iters: int = option(300, "spherical k-means iterations (TAC: faiss niter 300; stops early when no "
                                     "assignment changes)", low=1)
     kmeans_restarts: int = option(10, "spherical k-means restarts, the best objective kept (TAC: nredo 10)", low=1)
+    kmeans_max_points_per_centre: int = option(256, "k-means trains on a random sample of centres × this many "
+                                                    "images when there are more (faiss's default, so TAC's); 0 = all",
+                                               low=0)
     fit_split: str = option("train", "split whose images the centres are fitted on")
     image_modality: str = option("image", "the store's image modality (must have features after the encoders)")
     text_modality: str = option("text", "name of the text modality written")
@@ -105,39 +108,47 @@ class TextSourceConfig(Config):
 
 # -- the maths (tensors on one device) -----------------------------------------------------------
 def spherical_kmeans(x: torch.Tensor, k: int, *, iters: int = 300, restarts: int = 10, seed: int = 0,
-                     chunk: int = 65536) -> torch.Tensor:
-    """Labels (N,) of spherical k-means on the rows of ``x`` (unit vectors): assign each row to the
-    centre of highest inner product, centre = normalised mean of its rows; initial centres are
-    ``k`` distinct rows drawn at random (as faiss); an emptied centre takes the row farthest from
-    its own centre; the restart with the highest Σ max inner product is kept."""
+                     max_points_per_centre: int = 256, chunk: int = 65536,
+                     return_centres: bool = False) -> Any:
+    """Labels (N,) of spherical k-means on the rows of ``x`` (as faiss's ``Kmeans(spherical=True)``,
+    which TAC uses): assign each row to the centre of highest inner product, centre = normalised
+    mean of its rows; initial centres are ``k`` distinct rows drawn at random; an emptied centre
+    takes the row farthest from its own centre; the restart with the highest Σ max inner product
+    is kept. Like faiss, it trains on a random sample of ``k · max_points_per_centre`` rows when
+    there are more (0: all rows), then assigns every row. ``return_centres``: also the (k, D)
+    centres."""
     n = x.shape[0]
     if k > n:
         raise DataError(f"spherical k-means: {k} centres but only {n} rows; use fewer centres.")
     gen = torch.Generator().manual_seed(int(seed))
+    fit = x
+    if max_points_per_centre and n > k * max_points_per_centre:
+        fit = x[torch.randperm(n, generator=gen)[: k * max_points_per_centre].to(x.device)]
+    m = fit.shape[0]
     best: tuple[float, torch.Tensor] | None = None
     for _ in range(restarts):
-        centres = x[torch.randperm(n, generator=gen)[:k].to(x.device)].clone()
-        labels = torch.full((n,), -1, dtype=torch.long, device=x.device)
+        centres = fit[torch.randperm(m, generator=gen)[:k].to(x.device)].clone()
+        labels = torch.full((m,), -1, dtype=torch.long, device=x.device)
         for _ in range(iters):
-            new, score = _assign(x, centres, chunk)
+            new, score = _assign(fit, centres, chunk)
             changed = bool((new != labels).any())
             labels = new
             counts = torch.bincount(labels, minlength=k)
-            sums = torch.zeros_like(centres).index_add_(0, labels, x)
+            sums = torch.zeros_like(centres).index_add_(0, labels, fit)
             empty = torch.nonzero(counts == 0).flatten()
             if len(empty):  # reseed from the rows least similar to their centre
                 far = torch.argsort(score)[: len(empty)]
-                sums[empty] = x[far]
+                sums[empty] = fit[far]
                 changed = True
             centres = F.normalize(sums, dim=1)
             if not changed:
                 break
-        labels, score = _assign(x, centres, chunk)
-        obj = float(score.double().sum())
+        obj = float(_assign(fit, centres, chunk)[1].double().sum())
         if best is None or obj > best[0]:
-            best = (obj, labels)
+            best = (obj, centres)
     assert best is not None
-    return best[1]
+    labels = _assign(x, best[1], chunk)[0]
+    return (labels, best[1]) if return_centres else labels
 
 
 def _assign(x: torch.Tensor, centres: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,7 +307,8 @@ def build_text_space(
     if t.shape[1] != x.shape[1]:
         raise ConfigError(f"[embed.text_source] encoder: the text tower gives {t.shape[1]}-d embeddings but the "
                           f"'{img}' features are {x.shape[1]}-d; use the CLIP model the images were encoded with.")
-    labels = spherical_kmeans(x, k, iters=cfg.kmeans_iters, restarts=cfg.kmeans_restarts, seed=seed)
+    labels = spherical_kmeans(x, k, iters=cfg.kmeans_iters, restarts=cfg.kmeans_restarts, seed=seed,
+                              max_points_per_centre=cfg.kmeans_max_points_per_centre)
     centres = centre_means(x, labels, k)
     del x
     keep = filter_nouns(centres, t, top_nouns=cfg.top_nouns, temperature=cfg.centre_temperature)
