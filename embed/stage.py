@@ -315,7 +315,7 @@ def _text_space(store: Store, out: Path, cfg: EmbedConfig, tcfg: Any, *, base_di
     path = out / TEXTSPACE_DIR
 
     def build() -> None:
-        if reusable(path, key) is not None:
+        if reusable_store(path, key, f"{STAGE}.textspace") is not None:
             log.info("embed: text space at %s is complete with the same settings; reusing it", path)
             return
         lineage = [*store.lineage, lineage_entry(f"{STAGE}.textspace", conf, inputs, seed=cfg.seed)]
