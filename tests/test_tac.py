@@ -200,6 +200,14 @@ def test_tac_resumes_exactly(uci_stores: dict[float, Path], tmp_path: Path) -> N
         run_tac(data, RunContext(cfg=other, options=method_options(other), device=torch.device("cpu"),
                                  out=tmp_path / "b", runlog=None, checkpoint_dir=tmp_path / "b" / "checkpoints",
                                  input_sha256="x"))
+    from mixbench.errors import StoreError
+
+    ck = tmp_path / "b" / "checkpoints" / "tac-last.pt"
+    raw = bytearray(ck.read_bytes())
+    raw[-10] ^= 0xFF
+    ck.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="does not match its recorded sha256"):
+        run_tac(data, ctx(tmp_path / "b", RunLog(tmp_path / "b")))
 
 
 def test_too_few_pairs_for_a_batch(uci_stores: dict[float, Path], tmp_path: Path) -> None:

@@ -43,7 +43,6 @@ from torch import nn
 
 from mixbench.config import Config, option
 from mixbench.errors import ConfigError, DataError
-from mixbench.store.manifest import atomic_write
 
 from .data import BenchmarkData, SplitTensors
 from .metrics import clustering_metrics
@@ -312,8 +311,10 @@ def _checkpoint_state(ctx: RunContext, model: Heads, optim: torch.optim.Optimize
 def _load_checkpoint(ctx: RunContext) -> dict[str, Any] | None:
     if ctx.checkpoint_dir is None or not (ctx.checkpoint_dir / CHECKPOINT).is_file():
         return None
+    from .checkpoint import read_verified
+
     path = ctx.checkpoint_dir / CHECKPOINT
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_verified(path)
     want = {"format": FORMAT, "method": ctx.cfg.method, "options": ctx.options.to_dict(), "seed": ctx.cfg.seed,
             "n_clusters": ctx.cfg.n_clusters, "input_sha256": ctx.input_sha256}
     diffs = [f"{k}: {state.get(k)!r} (checkpoint) vs {v!r} (now)" for k, v in want.items() if state.get(k) != v]
@@ -403,8 +404,9 @@ def _run_tac(data: BenchmarkData, ctx: RunContext) -> MethodResult:
         if ctx.runlog is not None:
             ctx.runlog.append(row)
         if ctx.checkpoint_dir is not None:
-            st = _checkpoint_state(ctx, model, optim, gen, epoch, rows)
-            atomic_write(ctx.checkpoint_dir / CHECKPOINT, lambda f, st=st: torch.save(st, f))
+            from .checkpoint import save_checkpoint  # header line with the sha256, atomic
+
+            save_checkpoint(ctx.checkpoint_dir / CHECKPOINT, _checkpoint_state(ctx, model, optim, gen, epoch, rows))
     if not metrics:  # epochs = 0, or resumed at the end
         metrics = _evaluate(model, data, img, txt, opts.normalize, ctx.cfg.method)
     embeddings = _arrays(model, data, img, txt, opts.normalize)
