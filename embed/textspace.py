@@ -300,7 +300,7 @@ def build_text_space(
     tower = create_encoder(table, device, input_kind="text", base_dir=base_dir, where="[embed.text_source] encoder")
 
     def encode(texts: list[str]) -> torch.Tensor:
-        return torch.from_numpy(tower.encode(texts)).to(device)  # type: ignore[attr-defined]
+        return tower.encode_tensor(texts)  # type: ignore[attr-defined]  # stays on the device
 
     log.info("text space: %d nouns × %d templates through the text tower", len(nouns), len(cfg.templates))
     t = embed_nouns(encode, nouns, cfg.templates, batch=cfg.noun_batch)

@@ -327,6 +327,11 @@ class OpenClipTextEncoder(ValueEncoder):
         texts = [str(v) for v in values]
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        return self.encode_tensor(texts).cpu().numpy().astype(np.float32, copy=False)
+
+    @torch.inference_mode()
+    def encode_tensor(self, texts: list[str]) -> torch.Tensor:
+        """(N, D) float32 features of ``texts``, left on the device (embed.textspace sums them there)."""
         tokens = self.tokenizer(texts)
 
         def run(a: int, b: int) -> torch.Tensor:
@@ -337,7 +342,7 @@ class OpenClipTextEncoder(ValueEncoder):
             return torch.nn.functional.normalize(f, dim=-1) if self.options.normalize else f
 
         parts = self.batcher.run(run, len(texts))
-        return torch.cat(parts).cpu().numpy().astype(np.float32, copy=False)
+        return torch.cat(parts)
 
     def describe(self) -> dict[str, Any]:
         return _describe(self.options, self.clip, "text", self.precision, self.dim, type(self.tokenizer).__name__)
