@@ -68,3 +68,27 @@ def test_same_training_as_faithful(bench: Path) -> None:
         assert torch.equal(sa[k], sb[k]), k
     with pytest.raises(ConfigError, match="not a modality"):
         DM2C(variant="dm2c-anchor", variant_options={"anchor": "audio"}, **SHORT).fit(bench)
+
+
+def test_anchor_and_skipped_batches_are_named_in_the_run(bench: Path, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The anchor is reported by its modality's name (not '1.0000'); skipped batches are logged and in
+    report.md, not only in metrics.json."""
+    import json
+    import logging
+
+    import train
+
+    with caplog.at_level(logging.INFO):
+        train.train(bench, tmp_path / "run", {"variant": "dm2c-anchor", "seed": 0, "batch_size": 724,
+                                              "plots": False, **SHORT})
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["anchor"] == "text"
+    assert "anchor" not in metrics["diagnostics"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "anchor modality: text (chosen without labels" in report
+    assert f"skipped batches (a modality with fewer than 2 rows; BatchNorm cannot train on them): " \
+           f"{metrics['skipped_batches']}" in report
+    assert "anchor modality 'text'" in caplog.text
+    assert metrics["skipped_batches"] > 0  # batch 724 of 2,173 rows leaves a too-small remainder
+    assert f"skipped {metrics['skipped_batches']} batch(es)" in caplog.text

@@ -428,7 +428,14 @@ class FaithfulTrainer:
                 if last or epoch % max(1, n_epochs // 10) == 0:
                     log.info("%s epoch %d: %s", phase, epoch, _short(row))
             bar.close()
+        if self.skipped_batches:
+            log.info("skipped %d batch(es) in which a modality had fewer than %d rows (BatchNorm cannot train on "
+                     "them); recorded as skipped_batches", self.skipped_batches, self.min_rows)
         return self.final_evaluation()
+
+    def method_facts(self) -> dict[str, Any]:
+        """Facts a variant records in metrics.json and report.md (the anchor variants: the anchor)."""
+        return {}
 
     def _run_epoch(self, pi: int, epoch: int) -> dict[str, Any]:
         phase = self.phases[pi]

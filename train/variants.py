@@ -86,10 +86,10 @@ class AnchorTrainer(FaithfulTrainer):
         opts = self.cfg.options()
         assert isinstance(opts, AnchorOptions)
         if opts.anchor == "auto":
-            self.silhouettes = silhouettes(self.train_split, self.n_clusters, self.device)
-            name = max(self.modalities, key=lambda m: self.silhouettes[m])
+            self.anchor_scores = silhouettes(self.train_split, self.n_clusters, self.device)
+            name = max(self.modalities, key=lambda m: self.anchor_scores[m])
         elif opts.anchor in self.modalities:
-            self.silhouettes = {}
+            self.anchor_scores: dict[str, float] = {}
             name = opts.anchor
         else:
             raise ConfigError(
@@ -97,6 +97,10 @@ class AnchorTrainer(FaithfulTrainer):
                 f"of {', '.join(self.modalities)}."
             )
         self.anchor = self.modalities.index(name)
+        self.anchor_name = name
+        how = ("chosen without labels: " + ", ".join(f"{m} {v:.4f}" for m, v in self.anchor_scores.items())
+               if opts.anchor == "auto" else "set by variant_options.anchor")
+        log.info("%s: anchor modality '%s' (%s)", self.cfg.variant, name, how)
 
     def unify(self, s: SplitTensors) -> torch.Tensor:
         """Rows in the anchor's input space (first modality's rows first, as the faithful embed):
@@ -115,8 +119,9 @@ class AnchorTrainer(FaithfulTrainer):
         km = self.kmeans(seed).fit(anchor_rows)
         return km, {s: _numpy_labels(km.predict(emb[s])) for s in self.eval_splits}
 
-    def _diagnostics(self, preds: dict[str, np.ndarray]) -> dict[str, float]:
-        return {**super()._diagnostics(preds), "anchor": float(self.anchor)}
+    def method_facts(self) -> dict[str, Any]:
+        """What metrics.json and report.md record about the anchor (its name, how it was chosen)."""
+        return {"anchor": self.anchor_name, "anchor_scores": dict(self.anchor_scores)}
 
 
 register_variant(Variant(
