@@ -43,7 +43,13 @@ def _parse_set(items: list[str] | None, *, staged: bool) -> dict[str, Any]:
             value = raw
         if staged:
             if "." not in key:
-                raise ConfigError(f"--set {item!r}: the key must name its stage, e.g. unpair.ratio=0.5.")
+                from .recipe import SCALAR_KEYS
+
+                if key in SCALAR_KEYS:  # a top-level recipe key (seed = the default seed of every stage)
+                    out[key] = value
+                    continue
+                raise ConfigError(f"--set {item!r}: the key must name its stage (e.g. unpair.ratio=0.5) or be a "
+                                  f"top-level recipe key ({', '.join(SCALAR_KEYS)}).")
             stage, sub = key.split(".", 1)
             out.setdefault(stage, {})
             target = out[stage]
@@ -118,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output root (default: out/<recipe name>)")
     p.add_argument("--force", choices=("prep", "embed", "unpair", "train"), help="redo this stage and every later one")
     p.add_argument("--until", choices=("prep", "embed", "unpair", "train"), help="stop after this stage")
-    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="override a recipe key, e.g. train.seed=3")
+    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE",
+                   help="override a recipe key, e.g. train.seed=3, or the recipe's top-level seed (seed=3)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a stage output of another config (e.g. another seed) instead of stopping")
     _common(p)
 
     p = sub.add_parser("sweep", help="run a grid of ratios × strategies × seeds and tabulate it",
@@ -174,7 +183,16 @@ def _stage_config(args: argparse.Namespace, stage: str, cls: Any) -> tuple[Any, 
             table[k] = {**table[k], **v}
         else:
             table[k] = v
-    return cls.from_dict(table, where), base
+    try:
+        return cls.from_dict(table, where), base
+    except ConfigError as exc:
+        msg = str(exc)
+        rest = msg.removeprefix(where)
+        for item in args.set or []:
+            key = item.split("=", 1)[0].split(".", 1)[0]
+            if rest != msg and (rest.startswith(f" {key} ") or f"unknown key '{key}'" in rest):
+                raise ConfigError(f"--set {item}: [{stage}]{rest}") from None
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +256,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .run import run_recipe
 
         summary = run_recipe(args.recipe, out=args.out, force=args.force, until=args.until,
-                             overrides=_parse_set(args.set, staged=True))
+                             overrides=_parse_set(args.set, staged=True), overwrite=args.overwrite)
         for stage, s in summary["stages"].items():
             state = "reused" if s["reused"] else f"{s['seconds']:.1f} s"
             print(f"{stage:7s} {state:>10s}  {s['dir']}")

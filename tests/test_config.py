@@ -84,3 +84,37 @@ def test_shipped_recipes_are_valid(repo_root) -> None:
     for path in recipes:
         configs = stage_configs(load_recipe(path))
         assert set(configs) == {"prep", "embed", "unpair", "train"}
+
+
+def test_set_top_level_seed_and_errors_name_the_set(repo_root) -> None:
+    """`--set seed=1` (the recipe's top-level seed) is accepted and seeds every stage that has a seed;
+    an error caused by a --set value names the --set, not the recipe file."""
+    from mixbench.cli import _parse_set
+    from mixbench.run import stage_configs
+
+    recipe = load_recipe(repo_root / "data" / "recipes" / "wikipedia.toml")
+    over = _parse_set(["seed=1"], staged=True)
+    assert over == {"seed": 1}
+    configs = stage_configs(recipe.with_overrides(over))
+    assert configs["train"].seed == 1 and configs["unpair"].seed == 1
+    configs = stage_configs(recipe.with_overrides(_parse_set(["seed=1", "train.seed=4"], staged=True)))
+    assert configs["train"].seed == 4 and configs["unpair"].seed == 1
+    with pytest.raises(ConfigError, match=r"^--set seed=-1: seed = -1: must be a non-negative integer"):
+        recipe.with_overrides(_parse_set(["seed=-1"], staged=True))
+    for item, message in (
+        ("train.epochs=-1", r"^--set train\.epochs=-1: \[train\] epochs = -1: must be"),
+        ("unpair.ratioo=0.5", r"^--set unpair\.ratioo=0\.5: \[unpair\]: unknown key 'ratioo'\. Did you mean 'ratio'"),
+        ("embed.dim=\"x\"", r"^--set embed\.dim=\"x\": \[embed\] dim"),
+    ):
+        with pytest.raises(ConfigError, match=message) as exc:
+            stage_configs(recipe.with_overrides(_parse_set([item], staged=True)))
+        assert "wikipedia.toml" not in str(exc.value)
+    with pytest.raises(ConfigError, match="top-level recipe key"):
+        _parse_set(["sed=1"], staged=True)
+
+
+def test_stage_cli_set_errors_name_the_set(tmp_path, capsys) -> None:
+    from mixbench.cli import main
+
+    assert main(["train", str(tmp_path / "in"), str(tmp_path / "out"), "--set", "epochs=-1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --set epochs=-1: [train] epochs = -1")

@@ -67,6 +67,17 @@ def test_run_recipe_end_to_end(tmp_path: Path, repo_root: Path, capsys: pytest.C
     assert after["embed/manifest.json"] == before["embed/manifest.json"]
     assert after["unpair/manifest.json"] != before["unpair/manifest.json"]
 
+    # another train seed into the same --out does not silently replace the seed-0 run
+    seed0 = (out / "train" / "metrics.json").read_bytes()
+    assert main(["run", str(recipe), "--out", str(out), *SHORT, "--set", "train.seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert "another config (seed 0 → 1)" in err and "--overwrite" in err and "Traceback" not in err
+    assert (out / "train" / "metrics.json").read_bytes() == seed0
+    assert main(["run", str(recipe), "--out", str(out), *SHORT, "--set", "train.seed=1", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "train" / "metrics.json").read_text())["seed"] == 1
+    assert _mtimes(out)["unpair/manifest.json"] == after["unpair/manifest.json"]
+
     # inspect and verify the benchmark store
     assert main(["inspect", str(out / "unpair"), "--verify"]) == 0
     text = capsys.readouterr().out
