@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
     _common(p)
 
-    p = sub.add_parser("list", help="list adapters, encoders, strategies, methods, variants or recipes")
+    p = sub.add_parser("list", help="list adapters, encoders, strategies, methods, variants or recipes",
+                       description="List what is available. `mixbench list adapters -v` also shows every "
+                       "adapter's options (its [prep] keys).")
     p.add_argument("what", choices=("adapters", "encoders", "strategies", "methods", "variants", "recipes"))
     _common(p)
     return parser
@@ -195,8 +197,34 @@ def _stage_config(args: argparse.Namespace, stage: str, cls: Any) -> tuple[Any, 
         raise
 
 
+def _adapter_epilog(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``mixbench prep --adapter NAME --help``: the adapter's options follow the usual help."""
+    if not argv or argv[0] != "prep" or not {"-h", "--help"} & set(argv):
+        return
+    name = None
+    for i, a in enumerate(argv):
+        if a == "--adapter" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif a.startswith("--adapter="):
+            name = a.split("=", 1)[1]
+    import prep
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["prep"]
+    sub.formatter_class = argparse.RawDescriptionHelpFormatter
+    if name is None:
+        sub.epilog = ("adapters: " + ", ".join(prep.list_adapters())
+                      + ". Their options: mixbench prep --adapter NAME --help, or mixbench list adapters -v.")
+        return
+    try:
+        sub.epilog = prep.adapter_help(name)
+    except MixbenchError as exc:
+        sub.epilog = str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _adapter_epilog(parser, argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -318,15 +346,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"wrote {Path(args.out) / f['file']}")
         return 0
     if args.command == "list":
-        return _list(args.what)
+        return _list(args.what, verbose=args.verbose)
     raise ConfigError(f"unknown command {args.command!r}")
 
 
-def _list(what: str) -> int:
+def _list(what: str, *, verbose: bool = False) -> int:
     if what == "adapters":
         import prep
 
-        items = prep.list_adapters()
+        if verbose:
+            print("\n\n".join(prep.adapter_help(name) for name in prep.list_adapters()))
+            return 0
+        items = [f"{name:16s} {prep.get_adapter(name).description}" for name in prep.list_adapters()]
     elif what == "encoders":
         import embed
 

@@ -118,3 +118,26 @@ def test_stage_cli_set_errors_name_the_set(tmp_path, capsys) -> None:
 
     assert main(["train", str(tmp_path / "in"), str(tmp_path / "out"), "--set", "epochs=-1"]) == 2
     assert capsys.readouterr().err.startswith("error: --set epochs=-1: [train] epochs = -1")
+
+
+def test_every_adapter_option_is_shown(repo_root, capsys) -> None:
+    """`mixbench list adapters -v`, `mixbench prep --adapter NAME --help` and the README show every
+    adapter's options (paired-features' were only in a docstring)."""
+    import prep
+    from mixbench.cli import main
+
+    assert main(["list", "adapters", "-v"]) == 0
+    listed = capsys.readouterr().out
+    readme = (repo_root / "README.md").read_text()
+    start = readme.index("<!-- adapter-options")
+    section = readme[readme.index("```\n", start) + 4: readme.index("```\n<!-- /adapter-options -->")]
+    assert section == listed, "README adapter options are stale: paste `mixbench list adapters -v` into it"
+    for name in prep.list_adapters():
+        with pytest.raises(SystemExit):
+            main(["prep", "--adapter", name, "--help"])
+        shown = capsys.readouterr().out
+        for key in prep.get_adapter(name).config_cls.keys():
+            if key != "adapter":
+                assert f"\n    {key} = " in shown, (name, key)
+                assert f"\n    {key} = " in listed, (name, key)
+    assert "X{i} for cell i of a cell array" in listed
