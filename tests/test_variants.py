@@ -92,3 +92,50 @@ def test_anchor_and_skipped_batches_are_named_in_the_run(bench: Path, tmp_path: 
     assert "anchor modality 'text'" in caplog.text
     assert metrics["skipped_batches"] > 0  # batch 724 of 2,173 rows leaves a too-small remainder
     assert f"skipped {metrics['skipped_batches']} batch(es)" in caplog.text
+
+
+def big_cluster_plus_outliers(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """``x`` made "one big cluster plus outliers": 45 rows replaced by 9 tight groups of 5 (a few far
+    near-duplicates), each 10 median row distances from the mean in a random direction; the other rows
+    untouched."""
+    rng = np.random.default_rng(seed)
+    x = x.clone()
+    mu = x.mean(0)
+    radius = torch.linalg.vector_norm(x - mu, dim=1).median()
+    idx = rng.choice(len(x), size=45, replace=False)
+    for g in range(9):
+        rows = torch.as_tensor(idx[g * 5:(g + 1) * 5])
+        direction = torch.as_tensor(rng.normal(size=x.shape[1]), dtype=x.dtype)
+        direction /= torch.linalg.vector_norm(direction)
+        x[rows] = mu + 10 * radius * direction + 0.05 * (x[rows] - mu)
+    return x
+
+
+def test_anchor_criterion_does_not_prefer_one_big_cluster_plus_outliers(bench: Path, uci_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """The plain silhouette prefers a view that is one big cluster plus far outliers (k-means gives the
+    outliers their own clusters); the anchor criterion sets far-out rows aside first. Label-free."""
+    from dataclasses import replace
+
+    from sklearn.metrics import silhouette_score
+
+    from train.kmeans import KMeans
+
+    train = BenchmarkData.from_store(bench, "cpu").splits["train"]
+    bad = replace(train, x={**train.x, "image": big_cluster_plus_outliers(train.x["image"])})
+
+    def plain(x: torch.Tensor) -> float:
+        labels = np.asarray(KMeans(10, n_init=10, seed=0, device="cpu").fit(x).labels_)
+        return float(silhouette_score(x.numpy(), labels))
+
+    assert plain(bad.x["image"]) > plain(bad.x["text"])  # the plain criterion is fooled
+    sil = silhouettes(bad, 10, torch.device("cpu"))
+    assert sil["text"] > sil["image"]
+    # the shipped UCI store (fou + kar): kar, as the plain silhouette chose
+    import mixbench.run as run
+
+    run.run_recipe(Path(__file__).resolve().parent.parent / "data" / "recipes" / "uci-mfeat.toml",
+                   out=tmp_path / "uci", until="unpair", overrides={"prep": {"root": str(uci_dir)}})
+    uci = BenchmarkData.from_store(tmp_path / "uci" / "unpair", "cpu").splits["train"]
+    sil = silhouettes(uci, 10, torch.device("cpu"))
+    assert sil["kar"] > sil["fou"]
