@@ -9,17 +9,12 @@ import pytest
 import torch
 
 from mixbench.errors import ConfigError
-from test_dm2c import SHORT, build_wiki_benchmark
+from test_dm2c import SHORT
 from train import DM2C, TrainConfig, get_variant, list_variants
 from train.data import BenchmarkData
 from train.variants import AnchorTrainer, silhouettes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
-    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("variants") / "bench")
 
 
 def test_registered_and_faithful_is_default() -> None:
@@ -32,17 +27,17 @@ def test_registered_and_faithful_is_default() -> None:
         TrainConfig.from_dict({"variant": "faithful", "variant_options": {"anchor": "text"}})
 
 
-def test_anchor_is_the_more_clusterable_modality(bench: Path) -> None:
+def test_anchor_is_the_more_clusterable_modality(wiki_bench: Path) -> None:
     """Label-free choice: on Wikipedia the text rows (LDA topics) cluster far better than the images."""
-    data = BenchmarkData.from_store(bench, "cpu")
+    data = BenchmarkData.from_store(wiki_bench, "cpu")
     sil = silhouettes(data.splits["train"], 10, torch.device("cpu"))
     assert sil["text"] > sil["image"]
 
 
-def test_anchor_variant_fits_in_the_anchor_input_space(bench: Path) -> None:
-    model = DM2C(variant="dm2c-anchor", seed=0, **SHORT).fit(bench)
+def test_anchor_variant_fits_in_the_anchor_input_space(wiki_bench: Path) -> None:
+    model = DM2C(variant="dm2c-anchor", seed=0, **SHORT).fit(wiki_bench)
     assert model.trainer_.modalities[model.trainer_.anchor] == "text"
-    data = BenchmarkData.from_store(bench, "cpu")
+    data = BenchmarkData.from_store(wiki_bench, "cpu")
     test = data.splits["test"]
     emb = model.transform("test")
     emb = emb.cpu().numpy() if hasattr(emb, "cpu") else np.asarray(emb)
@@ -58,19 +53,19 @@ def test_anchor_variant_fits_in_the_anchor_input_space(bench: Path) -> None:
     assert 0.0 <= scores["acc"] <= 1.0 and np.isfinite(scores["nmi"])
 
 
-def test_same_training_as_faithful(bench: Path) -> None:
+def test_same_training_as_faithful(wiki_bench: Path) -> None:
     """The variant changes the evaluation only: trained weights equal faithful's for one seed."""
-    a = DM2C(variant="faithful", seed=3, **SHORT).fit(bench)
-    b = DM2C(variant="dm2c-anchor", seed=3, variant_options={"anchor": "text"}, **SHORT).fit(bench)
+    a = DM2C(variant="faithful", seed=3, **SHORT).fit(wiki_bench)
+    b = DM2C(variant="dm2c-anchor", seed=3, variant_options={"anchor": "text"}, **SHORT).fit(wiki_bench)
     sa, sb = a.model_.state_dict(), b.model_.state_dict()
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
     with pytest.raises(ConfigError, match="not a modality"):
-        DM2C(variant="dm2c-anchor", variant_options={"anchor": "audio"}, **SHORT).fit(bench)
+        DM2C(variant="dm2c-anchor", variant_options={"anchor": "audio"}, **SHORT).fit(wiki_bench)
 
 
-def test_anchor_and_skipped_batches_are_named_in_the_run(bench: Path, tmp_path: Path,
+def test_anchor_and_skipped_batches_are_named_in_the_run(wiki_bench: Path, tmp_path: Path,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     """The anchor is reported by its modality's name (not '1.0000'); skipped batches are logged and in
     report.md, not only in metrics.json."""
@@ -80,7 +75,7 @@ def test_anchor_and_skipped_batches_are_named_in_the_run(bench: Path, tmp_path: 
     import train
 
     with caplog.at_level(logging.INFO):
-        train.train(bench, tmp_path / "run", {"variant": "dm2c-anchor", "seed": 0, "batch_size": 724,
+        train.train(wiki_bench, tmp_path / "run", {"variant": "dm2c-anchor", "seed": 0, "batch_size": 724,
                                               "plots": False, **SHORT})
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["anchor"] == "text"
@@ -111,7 +106,7 @@ def big_cluster_plus_outliers(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return x
 
 
-def test_anchor_criterion_does_not_prefer_one_big_cluster_plus_outliers(bench: Path, uci_dir: Path,
+def test_anchor_criterion_does_not_prefer_one_big_cluster_plus_outliers(wiki_bench: Path, uci_dir: Path,
                                                                         tmp_path: Path) -> None:
     """The plain silhouette prefers a view that is one big cluster plus far outliers (k-means gives the
     outliers their own clusters); the anchor criterion sets far-out rows aside first. Label-free."""
@@ -121,7 +116,7 @@ def test_anchor_criterion_does_not_prefer_one_big_cluster_plus_outliers(bench: P
 
     from train.kmeans import KMeans
 
-    train = BenchmarkData.from_store(bench, "cpu").splits["train"]
+    train = BenchmarkData.from_store(wiki_bench, "cpu").splits["train"]
     bad = replace(train, x={**train.x, "image": big_cluster_plus_outliers(train.x["image"])})
 
     def plain(x: torch.Tensor) -> float:
