@@ -25,7 +25,7 @@ FEAT_DTYPES = ("float32", "float16")
 
 @dataclass(frozen=True)
 class EmbedConfig(Config):
-    """Settings of the embed stage (design §2, §6).
+    """Settings of the embed stage.
 
     The PCA is exact: float64 statistics summed over the ``fit_split`` shards in shard order,
     one eigendecomposition, the same result on one process or under ``torchrun``.

@@ -35,7 +35,7 @@ def fitted(wiki_bench: Path) -> DM2C:
 
 def test_width_rule_gives_the_reference_configurations() -> None:
     assert default_hiddens(2048) == [1024, 256, 128]  # reference train.py, Wikipedia
-    assert default_hiddens(10) == [32, 16, 8]  # reference-dm2c.md §3 anchor
+    assert default_hiddens(10) == [32, 16, 8]  # the 10-d benchmark's AE
     arch = Architecture.resolve(TrainConfig(), 10)
     assert arch.map_hiddens == (8, 16, 8) and arch.critic_hidden == 2 and arch.latent == 8
     arch = Architecture.resolve(TrainConfig(hiddens=[64, 4], critic_hidden=3), 10)

@@ -136,12 +136,6 @@ def read_csv(path: Path) -> _Csv:
     return _Csv(header, rows, first_line)
 
 
-def _mat_is_v73(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(128)
-    return head.startswith(b"MATLAB 7.3")
-
-
 def mat_variables(path: Path) -> list[str]:
     """Variable names of a MATLAB file (v5 or v7.3)."""
     import h5py
