@@ -99,7 +99,8 @@ def recorded_config(stage: str, folder: Path) -> dict[str, Any] | None:
 
 def _refuse_replacing(stage: str, folder: Path, config: dict[str, Any]) -> None:
     """A complete output of another config at ``folder`` is an error naming the keys that differ.
-    (An output of the same config but another input is left to the stage: it refuses too.)"""
+    One of the same config may be replaced: its input changed (an upstream stage was redone) or it
+    failed verification; the stage reuses it when neither."""
     old = recorded_config(stage, folder)
     if old is None:
         return
@@ -165,9 +166,9 @@ def _run_stages(recipe: Recipe, configs: dict[str, Any], root: Path, *, force: s
     last = STAGES.index(until) if until else len(STAGES) - 1
     summary: dict[str, Any] = {"out": str(root), "recipe": str(recipe.path), "stages": {}}
     for i, stage in enumerate(STAGES[: last + 1]):
-        kw = {"overwrite": overwrite or i >= forced, "reuse": i < forced}
-        if not kw["overwrite"]:
+        if not (overwrite or i >= forced):
             _refuse_replacing(stage, dirs[stage], configs[stage].to_dict())
+        kw = {"overwrite": True, "reuse": i < forced}  # another config was refused just above
         t0 = time.perf_counter()
         log.info("stage %s → %s", stage, dirs[stage])
         if stage == "prep":
