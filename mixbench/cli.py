@@ -188,13 +188,18 @@ def _stage_config(args: argparse.Namespace, stage: str, cls: Any) -> tuple[Any, 
     try:
         return cls.from_dict(table, where), base
     except ConfigError as exc:
-        msg = str(exc)
-        rest = msg.removeprefix(where)
-        for item in args.set or []:
-            key = item.split("=", 1)[0].split(".", 1)[0]
-            if rest != msg and (rest.startswith(f" {key} ") or f"unknown key '{key}'" in rest):
-                raise ConfigError(f"--set {item}: [{stage}]{rest}") from None
-        raise
+        raise _blame_set(exc, where, stage, args.set) from None
+
+
+def _blame_set(exc: ConfigError, where: str, stage: str, items: list[str] | None) -> ConfigError:
+    """``exc`` renamed after the ``--set KEY=VALUE`` that caused it (else unchanged)."""
+    msg = str(exc)
+    rest = msg.removeprefix(where)
+    for item in items or []:
+        key = item.split("=", 1)[0].split(".", 1)[0]
+        if rest != msg and (rest.startswith(f" {key} ") or f"unknown key '{key}'" in rest):
+            return ConfigError(f"--set {item}: [{stage}]{rest}")
+    return exc
 
 
 def _adapter_epilog(parser: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -256,7 +261,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         table.update(_parse_set(args.set, staged=False))
         if "adapter" not in table:
             raise ConfigError(f"prep: give --adapter (one of {', '.join(prep.list_adapters())}) or --recipe.")
-        cfg = prep.make_config(table, where)
+        try:
+            cfg = prep.make_config(table, where)
+        except ConfigError as exc:
+            raise _blame_set(exc, where, "prep", args.set) from None
         manifest = prep.prepare(cfg, args.out, base_dir=base, overwrite=args.overwrite)
         print(_store_line(args.out, manifest))
         return 0

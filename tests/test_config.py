@@ -118,6 +118,8 @@ def test_stage_cli_set_errors_name_the_set(tmp_path, capsys) -> None:
 
     assert main(["train", str(tmp_path / "in"), str(tmp_path / "out"), "--set", "epochs=-1"]) == 2
     assert capsys.readouterr().err.startswith("error: --set epochs=-1: [train] epochs = -1")
+    assert main(["prep", "--adapter", "uci-mfeat", "--set", "test_fraction=2", "--out", str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err.startswith("error: --set test_fraction=2: [prep] test_fraction = 2")
 
 
 def test_every_adapter_option_is_shown(repo_root, capsys) -> None:
