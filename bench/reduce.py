@@ -5,7 +5,10 @@ isotropic noise and per-feature offsets (what CLIP-like features look like to a 
 
 1. in memory: ``embed.PCA(k).fit(X)`` + ``transform(X)`` vs ``sklearn.decomposition.PCA(k)``
    (its ``auto`` solver by default; ``--sk-solver`` picks another) — times, time ratio, and the
-   agreement of the components (max |1 - |cos|| per component) and explained variances;
+   agreement of the components (max |1 - |cos|| per component) and explained variances.
+   scikit-learn runs in its own process (only numpy and scikit-learn loaded: no torch or MKL
+   thread pool of ours beside its BLAS), on the same data rebuilt from the same seed; both sides
+   do one untimed warm-up fit on a slice, then ``--repeats`` timed fit + transform, median reported;
 2. streaming: the same matrix written as a real store (``--shard-rows`` rows per shard, not
    timed), then the two-pass streaming fit over its shards and the whole embed stage
    (fit + transform + write) timed.
@@ -32,8 +35,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # first, also when PYTHONPATH names it: bench/embed.py must not shadow `embed`
 
 from embed import embed
 from embed.reduce import PCA, mean_from_sums
@@ -55,6 +57,45 @@ def make_data(n: int, d: int, rank: int, seed: int, chunk: int = 20000) -> np.nd
         z = g.standard_normal((b - a, rank), dtype=np.float32) * spectrum
         x[a:b] = z @ basis.T + 0.3 * g.standard_normal((b - a, d), dtype=np.float32) + offset
     return x
+
+
+SK_CHILD = """
+import json, sys, time
+import numpy as np
+from sklearn import __version__ as sk_version
+from sklearn.decomposition import PCA
+{make_data}
+p = json.loads(sys.argv[1])
+x = make_data(p["n"], p["d"], p["rank"], p["seed"])
+PCA(min(p["k"], 8), svd_solver=p["solver"], random_state=p["seed"]).fit(x[:2048]).transform(x[:16])  # warm-up
+fits, transforms = [], []
+for _ in range(p["repeats"]):
+    sk = PCA(p["k"], svd_solver=p["solver"], random_state=p["seed"])
+    t0 = time.perf_counter(); sk.fit(x); t1 = time.perf_counter(); sk.transform(x); t2 = time.perf_counter()
+    fits.append(t1 - t0); transforms.append(t2 - t1)
+np.savez(p["out"], components=sk.components_, explained_variance=sk.explained_variance_,
+         explained_variance_ratio=sk.explained_variance_ratio_)
+print(json.dumps({{"fit": fits, "transform": transforms, "version": sk_version,
+                  "solver": getattr(sk, "_fit_svd_solver", p["solver"])}}))
+"""
+
+
+def sklearn_in_own_process(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """scikit-learn's PCA timed in a fresh Python process on the same data (rebuilt from the seed)."""
+    import inspect
+    import json
+    import subprocess
+
+    code = SK_CHILD.format(make_data=inspect.getsource(make_data))
+    params = {"n": args.n, "d": args.d, "rank": args.rank, "seed": args.seed, "k": args.k,
+              "solver": args.sk_solver, "repeats": args.repeats, "out": str(out)}
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(params)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"scikit-learn process failed:\n{proc.stderr[-2000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    with np.load(out) as z:
+        res.update({k: z[k] for k in z.files})
+    return res
 
 
 def timed(fn: Any, device: torch.device) -> tuple[Any, float]:
@@ -127,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also fit scikit-learn's covariance_eigh on a float64 copy (2× memory) and report both "
                         "PCAs' distance to it")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each side after one warm-up (median)")
     p.add_argument("--quick", action="store_true", help="small run: 20,000 × 256 → 64, shards of 5,000")
     args = p.parse_args(argv)
     if args.quick:
@@ -137,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
-    from sklearn import __version__ as sk_version
-    from sklearn.decomposition import PCA as SkPCA
+    from sklearn.decomposition import PCA as SkPCA  # the float64 reference (--reference) only
 
     log.info("making %d × %d float32 data (signal rank %d)", args.n, args.d, args.rank)
     x = make_data(args.n, args.d, args.rank, args.seed)
@@ -147,14 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     # warm-up (CUDA context, kernels) on a small slice, not timed
     PCA(min(args.k, 8), device=device).fit(x[:2048, :]).transform(x[:16])
 
-    ours, t_fit = timed(lambda: PCA(args.k, device=device).fit(x), device)
-    y, t_tr = timed(lambda: ours.transform(x), device)
-    sk = SkPCA(args.k, svd_solver=args.sk_solver, random_state=args.seed)
-    _, sk_fit = timed(lambda: sk.fit(x), torch.device("cpu"))
-    y_sk, sk_tr = timed(lambda: sk.transform(x), torch.device("cpu"))
-    solver = getattr(sk, "_fit_svd_solver", args.sk_solver)
-    agree = agreement(ours.components_, sk.components_.astype(np.float64), ours.explained_variance_,
-                      sk.explained_variance_.astype(np.float64), args.top)
+    fits, transforms = [], []
+    for _ in range(args.repeats):
+        ours, t = timed(lambda: PCA(args.k, device=device).fit(x), device)
+        y, t2 = timed(lambda: ours.transform(x), device)
+        fits.append(t)
+        transforms.append(t2)
+        del y
+    t_fit, t_tr = float(np.median(fits)), float(np.median(transforms))
+    with tempfile.TemporaryDirectory() as tmp:
+        skr = sklearn_in_own_process(args, Path(tmp) / "sk.npz")
+    sk_fit, sk_tr = float(np.median(skr["fit"])), float(np.median(skr["transform"]))
+    solver, sk_version = skr["solver"], skr["version"]
+    agree = agreement(ours.components_, skr["components"].astype(np.float64), ours.explained_variance_,
+                      skr["explained_variance"].astype(np.float64), args.top)
     ours_total, sk_total = t_fit + t_tr, sk_fit + sk_tr
 
     print(f"{'':36s}{'fit s':>10s}{'transform s':>13s}{'total s':>10s}")
@@ -164,13 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"components max |1-|cos||: top {args.top} {agree['cos_top']:.2e}, all {args.k} {agree['cos_all']:.2e}")
     print(f"explained variance max rel. diff: top {args.top} {agree['ev_top']:.2e}, all {args.k} {agree['ev_all']:.2e}")
     print(f"explained variance ratio kept: mixbench {ours.explained_variance_ratio_.sum():.6f}, "
-          f"sklearn {sk.explained_variance_ratio_.sum():.6f}")
-    del y, y_sk
+          f"sklearn {skr['explained_variance_ratio'].sum():.6f}")
+    print(f"(medians of {args.repeats} runs after a warm-up; scikit-learn in its own process; fit times "
+          f"ours {', '.join(f'{t:.2f}' for t in fits)} s, scikit-learn {', '.join(f'{t:.2f}' for t in skr['fit'])} s)")
     if args.reference:
         ref = SkPCA(args.k, svd_solver="covariance_eigh").fit(x.astype(np.float64))
-        for name, est in (("mixbench", ours), (f"sklearn ({solver})", sk)):
-            a = agreement(est.components_.astype(np.float64), ref.components_, est.explained_variance_.astype(np.float64),
-                          ref.explained_variance_, args.top)
+        for name, comp, ev in (("mixbench", ours.components_, ours.explained_variance_),
+                               (f"sklearn ({solver})", skr["components"], skr["explained_variance"])):
+            a = agreement(comp.astype(np.float64), ref.components_, ev.astype(np.float64), ref.explained_variance_,
+                          args.top)
             print(f"vs float64 reference, {name}: max |1-|cos|| top {args.top} {a['cos_top']:.2e}, all {a['cos_all']:.2e}; "
                   f"explained variance max rel. diff top {args.top} {a['ev_top']:.2e}, all {a['ev_all']:.2e}")
         del ref

@@ -25,7 +25,7 @@ FEAT_DTYPES = ("float32", "float16")
 
 @dataclass(frozen=True)
 class EmbedConfig(Config):
-    """Settings of the embed stage (design §2, §6).
+    """Settings of the embed stage.
 
     The PCA is exact: float64 statistics summed over the ``fit_split`` shards in shard order,
     one eigendecomposition, the same result on one process or under ``torchrun``.
@@ -51,6 +51,11 @@ class EmbedConfig(Config):
         False, "divide every PCA component by one number per modality (the root mean component variance): the "
                "components average unit variance and the modality's geometry is kept (whiten equalises each one)"
     )
+    small_n: str = option(
+        "unit_scale", "when whiten = true but the PCA is fitted on fewer rows than features (n < d): 'unit_scale' "
+                      "scales the modality by one number instead (whitening inflates the components that fit the "
+                      "fit rows' own noise, so held-out rows come out shrunk; README, embed), 'whiten' whitens anyway",
+        choices=("unit_scale", "whiten"))
     log_ratio: list[str] = option(
         [], "modalities whose features are compositions (non-negative parts: topic proportions, histograms): each "
             "row is closed to sum 1 and mapped by the centred log-ratio log(p + eps) - mean log(p + eps) before "
@@ -58,7 +63,9 @@ class EmbedConfig(Config):
     )
     log_ratio_eps: float = option(1e-6, "pseudo-proportion added before the log in log_ratio (keeps zero parts "
                                         "finite; raise it for sparse histograms)", low=0.0)
-    fit_split: str = option("train", "split the PCA (and standardisation) is fitted on; applied to every split")
+    fit_split: str = option("train", "split the PCA (and standardisation) is fitted on, applied to every split; "
+                                     "'all': every split's rows (transductive: the test rows shape the PCA, as "
+                                     "DM2C's authors appear to have done)")
     dtype: str = option("float32", "dtype of the output features", choices=FEAT_DTYPES)
     device: str = option("auto", "auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     seed: int = option(0, "seed passed to the encoders (the PCA itself is deterministic)")

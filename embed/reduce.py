@@ -1,4 +1,4 @@
-"""Exact PCA from summed per-shard statistics (design §6, research/peers.md §4).
+"""Exact PCA from summed per-shard statistics.
 
 The fit is two streaming passes over the shards of the fit split, each shard reduced to
 float64 statistics whose size does not depend on its row count:

@@ -33,11 +33,13 @@ from mixbench.store.shards import Column, Store, StoreWriter
 
 from .config import EmbedConfig
 from .logratio import clr
-from .reduce import PCA, Standardizer, mean_from_sums, npz_bytes
+from .reduce import PCA, Standardizer, mean_from_sums, npz_bytes, null_components
 
 log = logging.getLogger(__name__)
 
 STAGE = "embed"
+ALL_SPLITS = "all"  # fit_split value: fit on every split's rows (transductive)
+HELDOUT_WARN_RATIO = 0.8  # warn when a held-out split keeps less than this share of the fit rows' variance
 ENCODED_DIR = "encoded"
 #: Columns of a raw store that a feature store does not carry.
 RAW_COLUMNS = ("path", "text", "pixels")
@@ -108,6 +110,7 @@ def _embed(
         _check_config(cfg, store, encoded=set())
 
     estimators = _fit(store, cfg, device, info)
+    heldout = heldout_variance(store, cfg, estimators, info, device)
     schema = _output_schema(store, cfg, estimators)
 
     # Rank 0 opens the output first (it clears a replaced store and stale shards), then the others.
@@ -132,7 +135,7 @@ def _embed(
         for m, est in estimators.items():
             name = f"{'pca' if isinstance(est, PCA) else 'scaler'}-{m}.npz"
             writer.add_file(name, npz_bytes(est.to_state()), role="pca" if isinstance(est, PCA) else "scaler")
-        manifest = writer.finish(_manifest_info(source, store, cfg, estimators, encoded_info))
+        manifest = writer.finish(_manifest_info(source, store, cfg, estimators, encoded_info, heldout))
         log.info("embed: wrote %s (%s)", out, ", ".join(f"{m} {d['in']}→{d['out']}"
                                                         for m, d in manifest["info"]["dims"].items()))
     dist.barrier()
@@ -181,15 +184,15 @@ def _check_config(cfg: EmbedConfig, store: Store, *, encoded: set[str]) -> None:
         )
     if not cfg.reduces:
         return
-    if cfg.fit_split not in store.splits:
+    if cfg.fit_split != ALL_SPLITS and cfg.fit_split not in store.splits:
         raise ConfigError(
             f"{where} fit_split = {cfg.fit_split!r}: the store has no such split; its splits are "
-            f"{', '.join(store.splits)}."
+            f"{', '.join(store.splits)} (or 'all': every split, transductive)."
         )
     for m in store.modalities:
         if m in encoded:
             continue
-        d, n = store.feat_dim(m), store.rows(cfg.fit_split, m)
+        d, n = store.feat_dim(m), fit_rows(store, cfg.fit_split, m)
         if cfg.dim > d:
             raise ConfigError(
                 f"{where} dim = {cfg.dim}: larger than the feature dimension of modality '{m}' ({d}); "
@@ -209,6 +212,18 @@ def _device(name: str, info: dist.DistInfo) -> torch.device:
     if dev.type == "cuda" and dev.index is None and info.enabled:
         dev = torch.device("cuda", dist.cuda_index(info.local_rank))
     return dev
+
+
+def fit_shards(store: Store, fit_split: str) -> list[dict[str, Any]]:
+    """The shards the fit reads: one split's, or every split's in store order (``fit_split = "all"``)."""
+    if fit_split == ALL_SPLITS:
+        return [rec for split in store.splits for rec in store.shards(split)]
+    return store.shards(fit_split)
+
+
+def fit_rows(store: Store, fit_split: str, modality: str) -> int:
+    splits = store.splits if fit_split == ALL_SPLITS else [fit_split]
+    return sum(store.rows(s, modality) for s in splits)
 
 
 # -- encode -------------------------------------------------------------------------------------
@@ -371,7 +386,7 @@ def _fit(store: Store, cfg: EmbedConfig, device: torch.device, info: dist.DistIn
     ests = {m: e for m in store.modalities if (e := _estimator(cfg, device)) is not None}
     if not ests:
         return {}
-    records = store.shards(cfg.fit_split)
+    records = fit_shards(store, cfg.fit_split)
     mods = list(ests)
 
     def sums(rec: dict[str, Any]) -> dict[str, Any]:
@@ -395,12 +410,82 @@ def _fit(store: Store, cfg: EmbedConfig, device: torch.device, info: dist.DistIn
     for m in mods:
         n, s = totals[m]
         ests[m].fit_from_stats(n, s, scatters[m])
+        est = ests[m]
+        if isinstance(est, PCA) and est.whiten and n < est.n_features_in_ and cfg.small_n == "unit_scale":
+            log.warning("embed: modality '%s': the PCA is fitted on %d %s rows of %d features (n < d); whitening "
+                        "would shrink held-out rows, so this modality is scaled by one number instead (unit_scale; "
+                        "small_n = 'whiten' keeps whitening, fit_split = 'all' fits on every row).",
+                        m, n, cfg.fit_split, est.n_features_in_)
+            est.whiten, est.unit_scale = False, True
         if ests[m].n_constant_features_:
             log.info("embed: modality '%s': %d constant feature(s) keep scale 1", m, ests[m].n_constant_features_)
         if isinstance(ests[m], PCA):
             log.info("embed: modality '%s': PCA %d → %d keeps %.1f%% of the variance", m,
                      ests[m].n_features_in_, cfg.dim, 100 * float(ests[m].explained_variance_ratio_.sum()))
     return ests
+
+
+def heldout_variance(store: Store, cfg: EmbedConfig, ests: Mapping[str, Estimator], info: dist.DistInfo,
+                     device: torch.device) -> dict[str, dict[str, float]]:
+    """For a PCA fitted on fewer rows than features (n < d): the variance the other splits' rows keep
+    after the transform, as a share of the fit rows' (``{modality: {split: ratio}}``), with a warning
+    below :data:`HELDOUT_WARN_RATIO`.
+
+    Why: with n < d the leading sample components partly fit the training rows' own noise, so the
+    fit rows have more variance along them than new rows. Whitening scales every component to unit
+    variance on the fit rows, so held-out rows come out shrunk (on a 136 × 3,560 view, to about
+    half) and a k-means fitted on train puts most of them in one cluster. One more pass over the
+    held-out shards (the transform only), run only in that case; nothing to do with
+    ``fit_split = "all"``."""
+    small = {m: e for m, e in ests.items() if isinstance(e, PCA) and e.n_samples_ < e.n_features_in_}
+    if not small or cfg.fit_split == ALL_SPLITS:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for split in (s for s in store.splits if s != cfg.fit_split):
+        mods = list(small)
+
+        def moments(rec: dict[str, Any]) -> dict[str, Any]:
+            tables = store.read_shard(rec, mods, ["feat", "id"] if cfg.log_ratio else ["feat"])
+            res = {}
+            for m in mods:
+                x = torch.from_numpy(np.ascontiguousarray(_features(tables[m], m, rec, store, cfg))).to(device)
+                y = small[m].transform_tensor(x).double()
+                res[m] = (int(y.shape[0]), y.sum(0).cpu().numpy(), (y * y).sum(0).cpu().numpy())
+            return res
+
+        totals = _ordered_sum(store.shards(split), moments, info, f"embed held-out variance {split}")
+        for m in mods:
+            n, s1, s2 = totals.get(m, (0, None, None))
+            if n < 2:
+                continue
+            var = (s2 - s1 * s1 / n) / (n - 1)
+            est = small[m]
+            fit_var = _fit_output_variance(est)
+            ratio = float(var.sum() / fit_var.sum()) if fit_var.sum() > 0 else 1.0
+            out.setdefault(m, {})[split] = ratio
+            if ratio < HELDOUT_WARN_RATIO:
+                log.warning(
+                    "embed: modality '%s': PCA fitted on %d %s rows of %d features (fewer rows than features); the "
+                    "%s rows keep %.2f of the fit rows' variance after the transform%s, so clusters fitted on %s "
+                    "will not fit them. Fixes: %sfit_split = 'all' (transductive: the PCA sees the %s rows), or "
+                    "fewer dimensions.",
+                    m, est.n_samples_, cfg.fit_split, est.n_features_in_, split, ratio,
+                    " (whitened)" if est.whiten else "", cfg.fit_split,
+                    "unit_scale = true instead of whiten (keeps the components' own scale), " if est.whiten else "",
+                    split)
+    return out
+
+
+def _fit_output_variance(est: PCA) -> np.ndarray:
+    """Per-component variance of the fit rows after the transform (whiten: 1, 0 for null components;
+    unit_scale: λ / mean λ; else λ)."""
+    lam = np.asarray(est.explained_variance_, dtype=np.float64)
+    if est.whiten:
+        return np.where(null_components(lam), 0.0, 1.0)
+    if est.unit_scale:
+        mean = float(np.mean(lam))
+        return lam / mean if mean > 0 else lam
+    return lam
 
 
 def _features(table: Mapping[str, np.ndarray], modality: str, rec: Mapping[str, Any], store: Store,
@@ -441,16 +526,19 @@ def _output_table(table: Mapping[str, np.ndarray], schema: Mapping[str, Column],
 
 
 def _manifest_info(src: Store, store: Store, cfg: EmbedConfig, ests: Mapping[str, Estimator],
-                   encoded: Mapping[str, Any]) -> dict[str, Any]:
+                   encoded: Mapping[str, Any], heldout: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     dims = {m: {"in": store.feat_dim(m), "out": cfg.dim if isinstance(ests.get(m), PCA) else store.feat_dim(m)}
             for m in store.modalities}
     reduce: dict[str, Any] = {}
     for m in store.modalities:
         est = ests.get(m)
         rec: dict[str, Any] = {"method": "pca" if isinstance(est, PCA) else "standardize" if est else "none",
-                               "standardized": cfg.standardize, "whitened": cfg.whiten}
-        if isinstance(est, PCA) and cfg.unit_scale:
+                               "standardized": cfg.standardize,
+                               "whitened": bool(est.whiten) if isinstance(est, PCA) else cfg.whiten}
+        if isinstance(est, PCA) and est.unit_scale:
             rec["unit_scale"] = float(np.sqrt(np.mean(est.explained_variance_)))
+            if cfg.whiten:
+                rec["small_n"] = "unit_scale instead of whiten: fitted on fewer rows than features"
         if m in cfg.log_ratio:
             rec.update(log_ratio="clr", log_ratio_eps=cfg.log_ratio_eps)
         if est is not None:
@@ -460,5 +548,7 @@ def _manifest_info(src: Store, store: Store, cfg: EmbedConfig, ests: Mapping[str
         if isinstance(est, PCA):
             ratio = [float(x) for x in est.explained_variance_ratio_]
             rec.update(explained_variance_ratio_sum=float(sum(ratio)), explained_variance_ratio=ratio)
+        if m in heldout:
+            rec["heldout_variance_ratio"] = dict(heldout[m])
         reduce[m] = rec
     return {"dims": dims, "reduce": reduce, "dtype": cfg.dtype, **dict(encoded), "upstream": src.info}

@@ -43,7 +43,13 @@ def _parse_set(items: list[str] | None, *, staged: bool) -> dict[str, Any]:
             value = raw
         if staged:
             if "." not in key:
-                raise ConfigError(f"--set {item!r}: the key must name its stage, e.g. unpair.ratio=0.5.")
+                from .recipe import SCALAR_KEYS
+
+                if key in SCALAR_KEYS:  # a top-level recipe key (seed = the default seed of every stage)
+                    out[key] = value
+                    continue
+                raise ConfigError(f"--set {item!r}: the key must name its stage (e.g. unpair.ratio=0.5) or be a "
+                                  f"top-level recipe key ({', '.join(SCALAR_KEYS)}).")
             stage, sub = key.split(".", 1)
             out.setdefault(stage, {})
             target = out[stage]
@@ -118,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output root (default: out/<recipe name>)")
     p.add_argument("--force", choices=("prep", "embed", "unpair", "train"), help="redo this stage and every later one")
     p.add_argument("--until", choices=("prep", "embed", "unpair", "train"), help="stop after this stage")
-    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="override a recipe key, e.g. train.seed=3")
+    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE",
+                   help="override a recipe key, e.g. train.seed=3, or the recipe's top-level seed (seed=3)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a stage output of another config (e.g. another seed) instead of stopping")
     _common(p)
 
     p = sub.add_parser("sweep", help="run a grid of ratios × strategies × seeds and tabulate it",
@@ -153,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
     _common(p)
 
-    p = sub.add_parser("list", help="list adapters, encoders, strategies, methods, variants or recipes")
+    p = sub.add_parser("list", help="list adapters, encoders, strategies, methods, variants or recipes",
+                       description="List what is available. `mixbench list adapters -v` also shows every "
+                       "adapter's options (its [prep] keys).")
     p.add_argument("what", choices=("adapters", "encoders", "strategies", "methods", "variants", "recipes"))
     _common(p)
     return parser
@@ -174,11 +185,51 @@ def _stage_config(args: argparse.Namespace, stage: str, cls: Any) -> tuple[Any, 
             table[k] = {**table[k], **v}
         else:
             table[k] = v
-    return cls.from_dict(table, where), base
+    try:
+        return cls.from_dict(table, where), base
+    except ConfigError as exc:
+        raise _blame_set(exc, where, stage, args.set) from None
+
+
+def _blame_set(exc: ConfigError, where: str, stage: str, items: list[str] | None) -> ConfigError:
+    """``exc`` renamed after the ``--set KEY=VALUE`` that caused it (else unchanged)."""
+    msg = str(exc)
+    rest = msg.removeprefix(where)
+    for item in items or []:
+        key = item.split("=", 1)[0].split(".", 1)[0]
+        if rest != msg and (rest.startswith(f" {key} ") or f"unknown key '{key}'" in rest):
+            return ConfigError(f"--set {item}: [{stage}]{rest}")
+    return exc
+
+
+def _adapter_epilog(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``mixbench prep --adapter NAME --help``: the adapter's options follow the usual help."""
+    if not argv or argv[0] != "prep" or not {"-h", "--help"} & set(argv):
+        return
+    name = None
+    for i, a in enumerate(argv):
+        if a == "--adapter" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif a.startswith("--adapter="):
+            name = a.split("=", 1)[1]
+    import prep
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["prep"]
+    sub.formatter_class = argparse.RawDescriptionHelpFormatter
+    if name is None:
+        sub.epilog = ("adapters: " + ", ".join(prep.list_adapters())
+                      + ". Their options: mixbench prep --adapter NAME --help, or mixbench list adapters -v.")
+        return
+    try:
+        sub.epilog = prep.adapter_help(name)
+    except MixbenchError as exc:
+        sub.epilog = str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _adapter_epilog(parser, argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -210,7 +261,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         table.update(_parse_set(args.set, staged=False))
         if "adapter" not in table:
             raise ConfigError(f"prep: give --adapter (one of {', '.join(prep.list_adapters())}) or --recipe.")
-        cfg = prep.make_config(table, where)
+        try:
+            cfg = prep.make_config(table, where)
+        except ConfigError as exc:
+            raise _blame_set(exc, where, "prep", args.set) from None
         manifest = prep.prepare(cfg, args.out, base_dir=base, overwrite=args.overwrite)
         print(_store_line(args.out, manifest))
         return 0
@@ -238,7 +292,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .run import run_recipe
 
         summary = run_recipe(args.recipe, out=args.out, force=args.force, until=args.until,
-                             overrides=_parse_set(args.set, staged=True))
+                             overrides=_parse_set(args.set, staged=True), overwrite=args.overwrite)
         for stage, s in summary["stages"].items():
             state = "reused" if s["reused"] else f"{s['seconds']:.1f} s"
             print(f"{stage:7s} {state:>10s}  {s['dir']}")
@@ -300,15 +354,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"wrote {Path(args.out) / f['file']}")
         return 0
     if args.command == "list":
-        return _list(args.what)
+        return _list(args.what, verbose=args.verbose)
     raise ConfigError(f"unknown command {args.command!r}")
 
 
-def _list(what: str) -> int:
+def _list(what: str, *, verbose: bool = False) -> int:
     if what == "adapters":
         import prep
 
-        items = prep.list_adapters()
+        if verbose:
+            print("\n\n".join(prep.adapter_help(name) for name in prep.list_adapters()))
+            return 0
+        items = [f"{name:16s} {prep.get_adapter(name).description}" for name in prep.list_adapters()]
     elif what == "encoders":
         import embed
 

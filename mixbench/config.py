@@ -251,6 +251,40 @@ class Config:
             group.add_argument(flag, **kw)
 
     @classmethod
+    def describe(cls, *, skip: typing.Iterable[str] = ()) -> list[dict[str, str]]:
+        """One row per key: ``key``, ``type``, ``default`` (as TOML would write it), ``help`` with the
+        allowed values or range (what ``mixbench list ... -v``, ``--help`` and the README show)."""
+        hints = typing.get_type_hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = _toml_literal(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = _toml_literal(f.default_factory())
+            else:
+                default = "(required)"
+            meta = f.metadata
+            allowed = ""
+            if meta.get("choices"):
+                allowed = "one of " + ", ".join(_toml_literal(c) for c in meta["choices"])
+            elif meta.get("low") is not None or meta.get("high") is not None:
+                lo = "-inf" if meta.get("low") is None else f"{meta['low']:g}"
+                hi = "inf" if meta.get("high") is None else f"{meta['high']:g}"
+                allowed = f"in {'(' if meta.get('low_open') else '['}{lo}, {hi}{')' if meta.get('high_open') else ']'}"
+            help_ = meta.get("help", "") + (f" ({allowed})" if allowed else "")
+            rows.append({"key": f.name, "type": _type_name(hints[f.name]), "default": default, "help": help_})
+        return rows
+
+    @classmethod
+    def options_text(cls, *, skip: typing.Iterable[str] = (), indent: str = "  ") -> str:
+        """:meth:`describe` as aligned text lines: ``key = default  help``."""
+        rows = cls.describe(skip=skip)
+        width = max((len(f"{r['key']} = {r['default']}") for r in rows), default=0)
+        return "\n".join(f"{indent}{(r['key'] + ' = ' + r['default']).ljust(width)}  {r['help']}" for r in rows)
+
+    @classmethod
     def cli_overrides(cls, ns: argparse.Namespace) -> dict[str, Any]:
         """The fields given on the command line (``None`` means not given)."""
         hints = typing.get_type_hints(cls)
@@ -264,6 +298,20 @@ class Config:
                 v = [arg(x) for x in str(v).split(",") if x != ""]
             out[f.name] = v
         return out
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_literal(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        return "(none)"
+    return str(value)
 
 
 def _strip_none(tp: Any) -> Any:

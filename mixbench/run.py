@@ -9,6 +9,7 @@ goes on (:class:`mixbench.stagekit.OutputLock`): a second run into it refuses at
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -39,7 +40,10 @@ def stage_configs(recipe: Recipe) -> dict[str, Any]:
         table = recipe.section(stage)
         if stage == "prep" and "adapter" not in table:
             raise ConfigError(f"{recipe.where('prep')}: 'adapter' is required; choose one of {', '.join(prep.list_adapters())}.")
-        configs[stage] = builders[stage](_with_seed(table, recipe.seed, stage), recipe.where(stage))
+        try:
+            configs[stage] = builders[stage](_with_seed(table, recipe.seed, stage), recipe.where(stage))
+        except ConfigError as exc:
+            raise recipe.blame(exc, stage) from None
     return configs
 
 
@@ -78,6 +82,41 @@ def check_shared_dim(configs: dict[str, Any], prep_dir: Path, where: str) -> Non
         )
 
 
+def recorded_config(stage: str, folder: Path) -> dict[str, Any] | None:
+    """The config a stage's complete output records (None: no complete output there)."""
+    try:
+        if stage == "train":
+            if not (folder / "run.json").exists():
+                return None
+            return dict(json.loads((folder / "metrics.json").read_text()).get("config") or {})
+        if not (folder / "manifest.json").exists():
+            return None
+        lineage = json.loads((folder / "manifest.json").read_text()).get("lineage") or []
+        return dict(lineage[-1].get("config") or {}) if lineage else {}
+    except (OSError, ValueError, AttributeError):
+        return {}  # unreadable: the stage itself reports what is wrong
+
+
+def _refuse_replacing(stage: str, folder: Path, config: dict[str, Any]) -> None:
+    """A complete output of another config at ``folder`` is an error naming the keys that differ.
+    One of the same config may be replaced: its input changed (an upstream stage was redone) or it
+    failed verification; the stage reuses it when neither."""
+    old = recorded_config(stage, folder)
+    if old is None:
+        return
+    differ = [k for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
+    if not differ:
+        return
+    shown = ", ".join(f"{k} {old.get(k)!r} → {config.get(k)!r}" for k in differ[:4])
+    more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+    hint = (" To keep both runs, give this one its own --out (or run `mixbench train` on the unpair store "
+            "into another folder)." if stage == "train" else "")
+    raise ConfigError(
+        f"{folder}: holds a complete {stage} output of another config ({shown}{more}); `mixbench run` does not "
+        f"replace it silently. Pass --overwrite to replace it.{hint}"
+    )
+
+
 def stage_dirs(root: Path) -> dict[str, Path]:
     return {s: root / s for s in STAGES}
 
@@ -88,12 +127,17 @@ def run_recipe(
     out: str | Path | None = None,
     force: str | None = None,
     until: str | None = None,
-    overrides: dict[str, dict[str, Any]] | None = None,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run a recipe; returns ``{"out": root, "stages": {stage: summary}, "train": train summary}``.
 
     ``force``: redo this stage and all after it. ``until``: stop after this stage.
-    ``overrides``: ``{stage: {key: value}}`` applied on top of the recipe tables.
+    ``overwrite``: replace a stage's complete output of another config or input (e.g. a run of
+    another seed); without it such an output is an error naming what differs, never replaced
+    silently. ``force`` implies it for the stages it redoes.
+    ``overrides``: ``{stage: {key: value}}`` applied on top of the recipe tables, and top-level keys
+    (``{"seed": 1}``: the default seed of every stage).
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -107,11 +151,11 @@ def run_recipe(
     if out is None and recipe.out and not Path(recipe.out).is_absolute():
         root = recipe.base_dir / recipe.out
     with OutputLock(root, "run"):
-        return _run_stages(recipe, configs, root, force=force, until=until)
+        return _run_stages(recipe, configs, root, force=force, until=until, overwrite=overwrite)
 
 
 def _run_stages(recipe: Recipe, configs: dict[str, Any], root: Path, *, force: str | None,
-                until: str | None) -> dict[str, Any]:
+                until: str | None, overwrite: bool = False) -> dict[str, Any]:
     import embed
     import prep
     import train
@@ -122,7 +166,9 @@ def _run_stages(recipe: Recipe, configs: dict[str, Any], root: Path, *, force: s
     last = STAGES.index(until) if until else len(STAGES) - 1
     summary: dict[str, Any] = {"out": str(root), "recipe": str(recipe.path), "stages": {}}
     for i, stage in enumerate(STAGES[: last + 1]):
-        kw = {"overwrite": True, "reuse": i < forced}
+        if not (overwrite or i >= forced):
+            _refuse_replacing(stage, dirs[stage], configs[stage].to_dict())
+        kw = {"overwrite": True, "reuse": i < forced}  # another config was refused just above
         t0 = time.perf_counter()
         log.info("stage %s → %s", stage, dirs[stage])
         if stage == "prep":

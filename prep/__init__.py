@@ -5,10 +5,11 @@ Stages talk to each other only through the store (:mod:`mixbench.store`: ``Store
 the stage.
 """
 
-from .adapters import config_keys, get_adapter, list_adapters, make_config
+from .adapters import adapter_help, config_keys, get_adapter, list_adapters, make_config
 from .stage import prepare
 
 __all__ = [
+    "adapter_help",
     "config_keys",
     "get_adapter",
     "list_adapters",

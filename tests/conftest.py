@@ -55,6 +55,15 @@ def wiki_paired(tmp_path_factory: pytest.TempPathFactory, wikipedia_dir: Path) -
     return out
 
 
+@pytest.fixture(scope="session")
+def wiki_bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
+    """A Wikipedia benchmark store (10-d whitened PCA, every pair broken; store_helpers.build_wiki_benchmark),
+    built once per test session. Read-only."""
+    from store_helpers import build_wiki_benchmark
+
+    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("wiki-bench") / "bench")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Small problems run as fast on one torch thread, and a shared 2-core CI machine does not

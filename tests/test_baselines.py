@@ -1,9 +1,9 @@
 """train.baselines on a small real benchmark built from the Wikipedia paired store.
 
-The mixed-modal split is the reference's (research/reference-dm2c.md §2): per split, a fresh
+The mixed-modal split is the one the reference measurements used: per split, a fresh
 ``default_rng(0).permutation(n)``; the first ⌈n/2⌉ pairs keep only their image (PCA to 10 dims,
 fitted on the train image instances), the rest only their text (10-d LDA proportions, raw). On
-exactly this input the reference's metrics gave (§7, mean ± std over 10 sklearn seeds, test split):
+exactly this input scikit-learn's k-means gave (mean ± std over 10 seeds, test split):
 pooled ACC 0.3384 ± 0.0008, NMI 0.2955, cluster–modality NMI 0.537, ACC image rows 0.170 / text
 rows 0.588; centred ACC 0.3450 ± 0.0025, NMI 0.3008, cluster–modality NMI 0.333."""
 

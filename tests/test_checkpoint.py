@@ -25,11 +25,6 @@ class Interrupt(Exception):
 
 
 @pytest.fixture(scope="module")
-def wiki_bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
-    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("bench") / "bench")
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(wiki_bench: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[DM2C, Path]:
     d = tmp_path_factory.mktemp("full")
     return DM2C(**RUN).fit(wiki_bench, checkpoint_dir=d / "checkpoints", runlog=RunLog(d)), d

@@ -84,3 +84,62 @@ def test_shipped_recipes_are_valid(repo_root) -> None:
     for path in recipes:
         configs = stage_configs(load_recipe(path))
         assert set(configs) == {"prep", "embed", "unpair", "train"}
+
+
+def test_set_top_level_seed_and_errors_name_the_set(repo_root) -> None:
+    """`--set seed=1` (the recipe's top-level seed) is accepted and seeds every stage that has a seed;
+    an error caused by a --set value names the --set, not the recipe file."""
+    from mixbench.cli import _parse_set
+    from mixbench.run import stage_configs
+
+    recipe = load_recipe(repo_root / "data" / "recipes" / "wikipedia.toml")
+    over = _parse_set(["seed=1"], staged=True)
+    assert over == {"seed": 1}
+    configs = stage_configs(recipe.with_overrides(over))
+    assert configs["train"].seed == 1 and configs["unpair"].seed == 1
+    configs = stage_configs(recipe.with_overrides(_parse_set(["seed=1", "train.seed=4"], staged=True)))
+    assert configs["train"].seed == 4 and configs["unpair"].seed == 1
+    with pytest.raises(ConfigError, match=r"^--set seed=-1: seed = -1: must be a non-negative integer"):
+        recipe.with_overrides(_parse_set(["seed=-1"], staged=True))
+    for item, message in (
+        ("train.epochs=-1", r"^--set train\.epochs=-1: \[train\] epochs = -1: must be"),
+        ("unpair.ratioo=0.5", r"^--set unpair\.ratioo=0\.5: \[unpair\]: unknown key 'ratioo'\. Did you mean 'ratio'"),
+        ("embed.dim=\"x\"", r"^--set embed\.dim=\"x\": \[embed\] dim"),
+    ):
+        with pytest.raises(ConfigError, match=message) as exc:
+            stage_configs(recipe.with_overrides(_parse_set([item], staged=True)))
+        assert "wikipedia.toml" not in str(exc.value)
+    with pytest.raises(ConfigError, match="top-level recipe key"):
+        _parse_set(["sed=1"], staged=True)
+
+
+def test_stage_cli_set_errors_name_the_set(tmp_path, capsys) -> None:
+    from mixbench.cli import main
+
+    assert main(["train", str(tmp_path / "in"), str(tmp_path / "out"), "--set", "epochs=-1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --set epochs=-1: [train] epochs = -1")
+    assert main(["prep", "--adapter", "uci-mfeat", "--set", "test_fraction=2", "--out", str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err.startswith("error: --set test_fraction=2: [prep] test_fraction = 2")
+
+
+def test_every_adapter_option_is_shown(repo_root, capsys) -> None:
+    """`mixbench list adapters -v`, `mixbench prep --adapter NAME --help` and the README show every
+    adapter's options (paired-features' were only in a docstring)."""
+    import prep
+    from mixbench.cli import main
+
+    assert main(["list", "adapters", "-v"]) == 0
+    listed = capsys.readouterr().out
+    readme = (repo_root / "README.md").read_text()
+    start = readme.index("<!-- adapter-options")
+    section = readme[readme.index("```\n", start) + 4: readme.index("```\n<!-- /adapter-options -->")]
+    assert section == listed, "README adapter options are stale: paste `mixbench list adapters -v` into it"
+    for name in prep.list_adapters():
+        with pytest.raises(SystemExit):
+            main(["prep", "--adapter", name, "--help"])
+        shown = capsys.readouterr().out
+        for key in prep.get_adapter(name).config_cls.keys():
+            if key != "adapter":
+                assert f"\n    {key} = " in shown, (name, key)
+                assert f"\n    {key} = " in listed, (name, key)
+    assert "X{i} for cell i of a cell array" in listed

@@ -1,9 +1,6 @@
 """DM2C model and faithful trainer on a small real benchmark (Wikipedia, 10-d, CPU, short schedules).
 
-``build_wiki_benchmark`` makes the benchmark the way the embed and unpair stages do for the default
-recipe (per-modality PCA to 10 whitened components fitted on the training pairs; every pair split
-into an image-only or a text-only instance by a seeded permutation, reference-dm2c.md §2) and writes
-it with the real StoreWriter. test_checkpoint.py and test_train_stage.py import it.
+The benchmark store is conftest.py's ``wiki_bench`` (built by ``store_helpers.build_wiki_benchmark``).
 """
 
 from __future__ import annotations
@@ -14,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from store_helpers import build_wiki_benchmark  # noqa: F401  (other test modules import it from here)
+
 from mixbench.errors import ConfigError, DataError
-from mixbench.store.manifest import lineage_entry, run_key
-from mixbench.store.shards import Store, StoreWriter, feature_schema
 from train import DM2C, TrainConfig, TrainingDiverged, list_variants
 from train.checkpoint import load_checkpoint
 from train.data import BenchmarkData
@@ -26,46 +23,6 @@ SHORT = {"pretrain_epochs": 2, "epochs": 3, "n_init": 3, "device": "cpu"}
 METRICS = ("acc", "ari", "nmi", "f_score", "precision", "recall", "purity")
 
 
-def build_wiki_benchmark(paired: Path, out: Path, *, dim: int = 10, seed: int = 0) -> Path:
-    """A kind="benchmark" store from the Wikipedia paired store: PCA(dim, whiten) per modality fitted
-    on the training pairs, then each pair of each split kept as image-only (the first ceil(n/2) of a
-    seeded permutation) or text-only (the rest), pair links broken (-1)."""
-    src = Store(paired)
-    tables = {s: {m: src.load(s, m) for m in src.modalities} for s in src.splits}
-    proj = {}
-    for m in src.modalities:
-        x = tables["train"][m]["feat"].astype(np.float64)
-        mu = x.mean(0)
-        _, sv, vt = np.linalg.svd(x - mu, full_matrices=False)
-        proj[m] = (mu, vt[:dim].T / (sv[:dim] / np.sqrt(len(x) - 1)))
-    conf = {"dim": dim, "whiten": True, "ratio": 1.0, "mode": "drop", "seed": seed}
-    inputs = {"store": src.input_record()}
-    writer = StoreWriter(
-        out, kind="benchmark", dataset=src.dataset, classes=src.classes,
-        schema={m: feature_schema(dim) for m in src.modalities},
-        lineage=src.lineage + [lineage_entry("test-benchmark", conf, inputs, seed=seed)],
-        run_key=run_key("test-benchmark", conf, inputs),
-    )
-    for split in src.splits:
-        n = len(tables[split][src.modalities[0]]["id"])
-        perm = np.random.default_rng(seed).permutation(n)
-        first = np.zeros(n, dtype=bool)
-        first[perm[: (n + 1) // 2]] = True
-        shard = {}
-        for i, m in enumerate(src.modalities):
-            keep = first if i == 0 else ~first
-            t = tables[split][m]
-            mu, p = proj[m]
-            shard[m] = {"id": t["id"][keep], "label": t["label"][keep], "pair": np.full(int(keep.sum()), -1),
-                        "feat": ((t["feat"][keep] - mu) @ p).astype(np.float32)}
-        writer.write_shard(split, 0, shard)
-    writer.finish({"test_fixture": "PCA whiten per modality + random halves"})
-    return out
-
-
-@pytest.fixture(scope="module")
-def wiki_bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
-    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("bench") / "bench")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +35,7 @@ def fitted(wiki_bench: Path) -> DM2C:
 
 def test_width_rule_gives_the_reference_configurations() -> None:
     assert default_hiddens(2048) == [1024, 256, 128]  # reference train.py, Wikipedia
-    assert default_hiddens(10) == [32, 16, 8]  # reference-dm2c.md §3 anchor
+    assert default_hiddens(10) == [32, 16, 8]  # the 10-d benchmark's AE
     arch = Architecture.resolve(TrainConfig(), 10)
     assert arch.map_hiddens == (8, 16, 8) and arch.critic_hidden == 2 and arch.latent == 8
     arch = Architecture.resolve(TrainConfig(hiddens=[64, 4], critic_hidden=3), 10)

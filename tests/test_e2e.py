@@ -19,6 +19,13 @@ SHORT = [
     "--set", "train.n_init=3",
 ]
 METRICS = ("acc", "ari", "nmi", "f_score", "precision", "recall", "purity")
+# k-means baselines of the default recipe (Wikipedia, whitened PCA to 10, every pair broken), train.n_init = 3
+BASELINES = (
+    ("kmeans-pooled", "test", {"acc": 0.3203, "ari": 0.0971, "nmi": 0.1820, "f_score": 0.1969, "purity": 0.3449}),
+    ("kmeans-pooled", "train", {"acc": 0.2945, "ari": 0.0826, "nmi": 0.1476, "f_score": 0.1850, "purity": 0.3419}),
+    ("kmeans-centred", "test", {"acc": 0.3304, "ari": 0.1080, "nmi": 0.1854, "f_score": 0.2077, "purity": 0.3622}),
+    ("kmeans-centred", "train", {"acc": 0.3033, "ari": 0.0929, "nmi": 0.1491, "f_score": 0.1907, "purity": 0.3530}),
+)
 
 
 def _mtimes(root: Path) -> dict[str, float]:
@@ -42,6 +49,11 @@ def test_run_recipe_end_to_end(tmp_path: Path, repo_root: Path, capsys: pytest.C
                 assert 0.0 <= v <= 1.0 or (m == "ari" and -1.0 <= v <= 1.0)
     report = (out / "train" / "report.md").read_text()
     assert "ACC" in report and "kmeans-pooled" in report
+    # the k-means baselines are deterministic on a machine: pinned (test split, seed 0, n_init 3), with a
+    # tolerance for another CPU's rounding that still catches any change of data, features or k-means
+    for method, split, pinned in BASELINES:
+        got = {k: methods[method][split][k] for k in pinned}
+        assert got == pytest.approx(pinned, abs=2e-3), (method, split, got)
 
     # DM2C's setting: every instance in exactly one modality, test included, halves balanced
     bench = json.loads((out / "unpair" / "manifest.json").read_text())
@@ -66,6 +78,17 @@ def test_run_recipe_end_to_end(tmp_path: Path, repo_root: Path, capsys: pytest.C
     assert after["prep/manifest.json"] == before["prep/manifest.json"]
     assert after["embed/manifest.json"] == before["embed/manifest.json"]
     assert after["unpair/manifest.json"] != before["unpair/manifest.json"]
+
+    # another train seed into the same --out does not silently replace the seed-0 run
+    seed0 = (out / "train" / "metrics.json").read_bytes()
+    assert main(["run", str(recipe), "--out", str(out), *SHORT, "--set", "train.seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert "another config (seed 0 → 1)" in err and "--overwrite" in err and "Traceback" not in err
+    assert (out / "train" / "metrics.json").read_bytes() == seed0
+    assert main(["run", str(recipe), "--out", str(out), *SHORT, "--set", "train.seed=1", "--overwrite"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "train" / "metrics.json").read_text())["seed"] == 1
+    assert _mtimes(out)["unpair/manifest.json"] == after["unpair/manifest.json"]
 
     # inspect and verify the benchmark store
     assert main(["inspect", str(out / "unpair"), "--verify"]) == 0

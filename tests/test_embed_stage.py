@@ -336,3 +336,43 @@ def test_local_weights_enter_the_run_key(tmp_path) -> None:
     assert after["image.pretrained"]["sha256"] != before["image.pretrained"]["sha256"]
     tag = EmbedConfig.from_dict({"encoders": {"image": {"encoder": "open_clip", "pretrained": "laion2b_s34b_b79k"}}})
     assert _weights_inputs(tag, tmp_path) == {}  # a pretrained tag is not a file: its name is in the config
+
+
+def test_pca_on_fewer_rows_than_features(uci_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """n < d (UCI pix, 240-d, 40 train rows): whitening shrinks held-out rows, so the default scales the
+    modality by one number instead (small_n), the held-out variance share is recorded and warned about,
+    and fit_split = 'all' (transductive) is accepted."""
+    import logging
+
+    import prep
+
+    paired = tmp_path / "p"
+    prep.prepare({"adapter": "uci-mfeat", "root": str(uci_dir), "views": ["pix", "fou"], "test_fraction": 0.98,
+                  "seed": 0}, paired)
+    with caplog.at_level(logging.WARNING):
+        man = embed.embed(paired, tmp_path / "a", {"dim": 10, "whiten": True})
+    pix = man["info"]["reduce"]["pix"]
+    assert pix["fit_rows"] == 40 and not pix["whitened"] and pix["unit_scale"] > 0 and "small_n" in pix
+    assert man["info"]["reduce"]["fou"]["whitened"] is False  # 76 features > 40 rows too
+    assert "scaled by one number instead" in caplog.text
+    assert 0.0 < pix["heldout_variance_ratio"]["test"] < 1.0
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        man = embed.embed(paired, tmp_path / "w", {"dim": 10, "whiten": True, "small_n": "whiten"})
+    pix, fou = man["info"]["reduce"]["pix"], man["info"]["reduce"]["fou"]
+    assert pix["whitened"] and "small_n" not in pix
+    ratio = fou["heldout_variance_ratio"]["test"]
+    assert ratio < 0.8  # the whitened test rows are shrunk: 0.63 of the train rows' variance
+    assert "'fou': PCA fitted on 40 train rows of 76 features" in caplog.text
+    assert f"keep {ratio:.2f} of the fit rows' variance after the transform (whitened)" in caplog.text
+    x = Store(tmp_path / "w").load("train", "pix")["feat"].astype(np.float64)
+    np.testing.assert_allclose(x.var(0, ddof=1), 1.0, rtol=1e-4)  # whitened on the fit rows
+
+    man = embed.embed(paired, tmp_path / "all", {"dim": 10, "whiten": True, "fit_split": "all"})
+    pix = man["info"]["reduce"]["pix"]
+    assert pix["fit_split"] == "all" and pix["fit_rows"] == 2000 and pix["whitened"]
+    assert "heldout_variance_ratio" not in pix
+    s = Store(tmp_path / "all")
+    x = np.concatenate([s.load(sp, "pix")["feat"] for sp in s.splits]).astype(np.float64)
+    np.testing.assert_allclose(x.var(0, ddof=1), 1.0, rtol=1e-4)  # unit variance over every row

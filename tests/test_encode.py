@@ -17,7 +17,6 @@ from PIL import Image, ImageDraw
 
 import mixbench.store
 
-import prep
 from mixbench.errors import ConfigError, DataError
 from mixbench.store.shards import Column, StoreWriter, base_schema
 

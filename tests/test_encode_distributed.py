@@ -14,7 +14,6 @@ import torch
 
 import mixbench.store
 
-import prep
 from test_encode import build_raw_store, clip_table, standard_rows, write_images, write_tiny_clip
 
 REPO = Path(__file__).resolve().parent.parent

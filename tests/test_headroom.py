@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_dm2c import build_wiki_benchmark
 
 from mixbench.errors import DataError
 from train.data import BenchmarkData, SplitTensors
@@ -49,15 +48,13 @@ def test_separable_modalities_have_full_oracle_and_the_expected_random_alignment
     assert "supervised" not in res["train"]  # training accuracy would flatter the features
 
 
-def test_wikipedia_text_carries_the_signal_and_the_oracle_is_the_row_weighted_mean(
-    wiki_paired: Path, tmp_path: Path
-) -> None:
-    data = BenchmarkData.from_store(build_wiki_benchmark(wiki_paired, tmp_path / "bench"))
+def test_wikipedia_text_carries_the_signal_and_the_oracle_is_the_row_weighted_mean(wiki_bench: Path) -> None:
+    data = BenchmarkData.from_store(wiki_bench)
     res = headroom(data, n_init=5, n_permutations=200)
     again = headroom(data, n_init=5, n_permutations=200)
     assert res == again  # deterministic under a seed
     t = res["test"]
-    assert t["acc_text"] > 0.45 and t["acc_image"] < 0.3  # reference-dm2c.md §8: text ~0.56, images ~0.20
+    assert t["acc_text"] > 0.45 and t["acc_image"] < 0.3  # the README's headroom table: text 0.56, images 0.21
     weighted = (t["acc_image"] * t["n_image"] + t["acc_text"] * t["n_text"]) / t["n_rows"]
     assert t["aligned_oracle"] == pytest.approx(weighted)
     assert t["aligned_random"] < t["aligned_oracle"] - 0.02
@@ -72,11 +69,10 @@ def test_a_modality_with_fewer_train_rows_than_clusters_is_refused() -> None:
         headroom(data)
 
 
-def test_inspect_headroom_prints_both_splits(wiki_paired: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_inspect_headroom_prints_both_splits(wiki_bench: Path, capsys: pytest.CaptureFixture) -> None:
     from mixbench.cli import main
 
-    bench = build_wiki_benchmark(wiki_paired, tmp_path / "bench")
-    assert main(["inspect", str(bench), "--headroom"]) == 0
+    assert main(["inspect", str(wiki_bench), "--headroom"]) == 0
     out = capsys.readouterr().out
     assert "headroom" in out
     lines = [ln for ln in out.splitlines() if "aligned_random" in ln]

@@ -134,15 +134,21 @@ def test_max_iter_and_tol_are_respected(wiki8: np.ndarray) -> None:
 
 
 def test_m_step_variants_agree(wiki8: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one-hot matmul and the index_add M-steps give the same clustering (k = 30, 3 restarts)."""
-    by_index = KMeans(30, n_init=3, seed=1, device="cpu").fit(wiki8)
-    monkeypatch.setattr(km_mod, "_m_step_by_index", lambda device, k: False)
-    by_matmul = KMeans(30, n_init=3, seed=1, device="cpu").fit(wiki8)
-    assert by_matmul.inertia_ == pytest.approx(by_index.inertia_, rel=1e-6)
-    assert (by_matmul.labels_ == by_index.labels_).mean() > 0.99
-    monkeypatch.setattr(km_mod, "_m_step_by_index", lambda device, k: True)
-    small_k = KMeans(10, n_init=3, seed=1, device="cpu").fit(wiki8)
-    assert small_k.inertia_ == pytest.approx(KMeans(10, n_init=3, seed=1, device="cpu").fit(wiki8).inertia_, rel=1e-6)
+    """The one-hot matmul and the index_add M-steps give the same clustering, each against the other:
+    at k = 30 (index_add by default on CPU, matmul forced) and k = 10 (matmul by default, index_add forced)."""
+    assert km_mod._m_step_by_index(torch.device("cpu"), 30) and not km_mod._m_step_by_index(torch.device("cpu"), 10)
+    default = {k: KMeans(k, n_init=3, seed=1, device="cpu").fit(wiki8) for k in (30, 10)}
+    calls: list[int] = []
+
+    def forced(use_index: bool) -> object:
+        return lambda device, k: calls.append(k) or use_index
+
+    for k, use_index in ((30, False), (10, True)):
+        monkeypatch.setattr(km_mod, "_m_step_by_index", forced(use_index))
+        other = KMeans(k, n_init=3, seed=1, device="cpu").fit(wiki8)
+        assert calls and calls[-1] == k  # the patched choice was the one used
+        assert other.inertia_ == pytest.approx(default[k].inertia_, rel=1e-6)
+        assert (other.labels_ == default[k].labels_).mean() > 0.99
 
 
 def test_empty_cluster_is_relocated_in_both_code_paths() -> None:

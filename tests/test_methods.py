@@ -12,7 +12,6 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
-from test_dm2c import build_wiki_benchmark
 
 from mixbench.cli import main
 from mixbench.config import Config, option
@@ -57,18 +56,13 @@ register_method(Method(name="test-pooled", run=_pooled, options_cls=PooledOption
 register_method(Method(name="test-map", run=_retrieval_like, clustering=False, description="test only"))
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
-    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("bench") / "bench")
-
-
 def test_registry_lists_dm2c_first_class() -> None:
     assert {"dm2c", "test-pooled"} <= set(list_methods())
 
 
-def test_clustering_method_runs_through_the_stage(bench: Path, tmp_path: Path) -> None:
+def test_clustering_method_runs_through_the_stage(wiki_bench: Path, tmp_path: Path) -> None:
     cfg = {"method": "test-pooled", "method_options": {"n_init": 3}, "device": "cpu", "n_init": 3}
-    result = train(bench, tmp_path / "run", cfg)
+    result = train(wiki_bench, tmp_path / "run", cfg)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["method"] == "test-pooled" and metrics["restarts"] == 3
     assert {"test-pooled", "kmeans-pooled", "kmeans-centred"} <= set(metrics["methods"])  # baselines beside it
@@ -79,27 +73,27 @@ def test_clustering_method_runs_through_the_stage(bench: Path, tmp_path: Path) -
     assert "| test-pooled |" in result["table"]
     assert (tmp_path / "run" / "run.json").exists()
     assert json.loads((tmp_path / "run" / "epochs.jsonl").read_text().splitlines()[0])["phase"] == "fit"
-    again = train(bench, tmp_path / "run", cfg)
+    again = train(wiki_bench, tmp_path / "run", cfg)
     assert again["reused"] and again["table"] == result["table"]
 
 
-def test_non_clustering_method_gets_no_kmeans_baselines(bench: Path, tmp_path: Path) -> None:
-    result = train(bench, tmp_path / "run", {"method": "test-map", "device": "cpu", "plots": False})
+def test_non_clustering_method_gets_no_kmeans_baselines(wiki_bench: Path, tmp_path: Path) -> None:
+    result = train(wiki_bench, tmp_path / "run", {"method": "test-map", "device": "cpu", "plots": False})
     assert set(result["metrics"]["methods"]) == {"test-map"} and result["metrics"]["headroom"] is None
     assert result["table"].startswith("| method | I→T")
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Test" not in report and "| test-map | 0.5 | 0.25 |" in report
 
 
-def test_bad_method_and_options_are_refused(bench: Path, tmp_path: Path) -> None:
+def test_bad_method_and_options_are_refused(wiki_bench: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[train\] method = 'test-poled': unknown method. Did you mean 'test-pooled'"):
-        train(bench, tmp_path / "a", {"method": "test-poled"})
+        train(wiki_bench, tmp_path / "a", {"method": "test-poled"})
     with pytest.raises(ConfigError, match=r"method_options \(test-pooled\)"):
-        train(bench, tmp_path / "b", {"method": "test-pooled", "method_options": {"n_iit": 3}})
+        train(wiki_bench, tmp_path / "b", {"method": "test-pooled", "method_options": {"n_iit": 3}})
     with pytest.raises(ConfigError, match="method_options is for the other methods"):
-        train(bench, tmp_path / "c", {"method": "dm2c", "method_options": {"n_init": 3}})
+        train(wiki_bench, tmp_path / "c", {"method": "dm2c", "method_options": {"n_init": 3}})
     with pytest.raises(ConfigError, match="variant_options is for DM2C variants"):
-        train(bench, tmp_path / "d", {"method": "test-pooled", "variant_options": {"anchor": "text"}})
+        train(wiki_bench, tmp_path / "d", {"method": "test-pooled", "variant_options": {"anchor": "text"}})
     assert not (tmp_path / "a").exists()
 
 

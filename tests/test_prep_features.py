@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from mat_helpers import write_mat_v73
+from mat_helpers import write_mat_v73, write_multiview_mat
 
 import prep
 from mixbench.errors import ConfigError, DataError
@@ -66,6 +66,11 @@ def _layout(kind: str, d: dict[str, np.ndarray], root: Path) -> dict[str, object
     if kind == "mat73":
         write_mat_v73(root / "d.mat", {"A": d["a"], "B": d["b"], "Y": d["y"].reshape(-1, 1).astype(float)})
         return {"features": ["d.mat:A", "d.mat:B"], "labels": "d.mat:Y"}
+    if kind in ("mat-cells", "mat73-cells"):
+        # the common multi-view layout: a cell array X of views (here three: the 2nd stored d × n) and y
+        write_multiview_mat(root / "mv.mat", [d["b"][:, :2], d["a"], d["b"].T], d["y"] + 1,
+                            v73=kind == "mat73-cells")
+        return {"features": ["mv.mat:X{2}", "mv.mat:X{3}'"], "labels": "mv.mat:y", "label_base": 1}
     if kind == "h5":
         with h5py.File(root / "d.h5", "w") as f:
             f["feats/image"] = d["a"]
@@ -77,7 +82,7 @@ def _layout(kind: str, d: dict[str, np.ndarray], root: Path) -> dict[str, object
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["npy", "npz", "csv", "txt", "mat", "mat73", "h5"])
+@pytest.mark.parametrize("kind", ["npy", "npz", "csv", "txt", "mat", "mat73", "mat-cells", "mat73-cells", "h5"])
 def test_every_format_gives_the_same_rows(kind: str, data: dict[str, np.ndarray], tmp_path: Path) -> None:
     table = _layout(kind, data, tmp_path)
     out = tmp_path / "store"
@@ -231,3 +236,26 @@ def test_float32_overflow_advice_fits_the_dtype(data: dict[str, np.ndarray], tmp
     np.save(tmp_path / "big.npy", big)
     with pytest.raises(DataError, match="float16 range.*use dtype = 'float32'"):
         _run({**t, "features": ["a.npy", "big.npy"], "dtype": "float16"}, tmp_path)
+
+
+@pytest.mark.parametrize("v73", [False, True])
+def test_multiview_cell_array_errors_say_cell_array(v73: bool, data: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """A cell array X of views is read by X{i}; every misuse is one line that says "cell array"."""
+    write_multiview_mat(tmp_path / "mv.mat", [data["a"], data["b"].T], data["y"], label_name="gt", v73=v73)
+
+    def run(features: list[str], **kw: object) -> None:
+        prep.prepare({"adapter": "paired-features", "features": features, **kw}, tmp_path / "o",
+                     base_dir=tmp_path, overwrite=True)
+
+    with pytest.raises(DataError, match=r"mv.mat \[X\]: a MATLAB cell array of 2 cells .*'mv.mat:X\{1\}'"):
+        run(["mv.mat:X", "mv.mat:X{2}'"], labels="mv.mat:gt")
+    with pytest.raises(DataError, match=r"the cell array X holds 2 cells \(X\{1\}..X\{2\}\)"):
+        run(["mv.mat:X{1}", "mv.mat:X{3}"], labels="mv.mat:gt")
+    with pytest.raises(DataError, match=r"gt is not a cell array"):
+        run(["mv.mat:X{1}", "mv.mat:gt{1}"], labels="mv.mat:gt")
+    with pytest.raises(DataError, match=r"looks stored features × samples .*'mv.mat:X\{2\}''"):
+        run(["mv.mat:X{1}", "mv.mat:X{2}"], labels="mv.mat:gt")
+    # the labels key may be left out: 'gt' is the only usual label name in the file
+    run(["mv.mat:X{1}", "mv.mat:X{2}'"], labels="mv.mat")
+    s = Store(tmp_path / "o")
+    assert s.feat_dim("image") == 5 and s.feat_dim("text") == 4

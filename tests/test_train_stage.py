@@ -23,11 +23,6 @@ HEADER = "| algorithm | ACC | ARI | NMI | F-score | Precision | Recall | Purity 
 
 
 @pytest.fixture(scope="module")
-def wiki_bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
-    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("bench") / "bench")
-
-
-@pytest.fixture(scope="module")
 def run(wiki_bench: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("run") / "train"
     return out, train(wiki_bench, out, SHORT)

@@ -1,7 +1,7 @@
 """The loss scorer and the selection strategies of ``unpair`` (CPU, synthetic data: fast).
 
 The scorer must key every loss by pair id and make a pair's score independent of the batch it
-was trained in (the two bugs of the published MMU code, research seeds-methods §1.2).
+was trained in (the two bugs of the published MMU code; unpair/scoring.py says which).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""train: DM2C and its k-means baselines on a benchmark store (design §5).
+"""train: DM2C and its k-means baselines on a benchmark store.
 
 - :class:`TrainConfig` — the ``[train]`` keys (= CLI flags = estimator settings).
 - :class:`DM2C` — scikit-learn-style estimator: ``fit(store_or_data)``, ``transform``, ``predict``, ``score``.

@@ -1,4 +1,4 @@
-"""k-means baselines reported next to every DM2C result (design §5, reference-dm2c.md §7).
+"""k-means baselines reported next to every DM2C result.
 
 Methods (each fitted on the ``train`` split and applied with ``predict`` to every other split, as
 DM2C's evaluation does; k = the number of classes):

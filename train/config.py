@@ -2,8 +2,8 @@
 (``mixbench train --pretrain-epochs 150``), the estimator's keyword arguments
 (``DM2C(pretrain_epochs=150)``) and the config recorded in the run's lineage.
 
-The defaults are the reference DM2C protocol (jiangyangby/DM2C ``code/``, seeds-methods §4.3 and
-reference-dm2c.md §3): AE pre-training 150 epochs per modality (Adam, lr 1e-4 image / 1e-5 text,
+The defaults are the reference DM2C protocol (jiangyangby/DM2C ``code/``: ``train.py`` and the
+README's settings): AE pre-training 150 epochs per modality (Adam, lr 1e-4 image / 1e-5 text,
 betas (0.5, 0.999), weight decay 1e-4), joint training 220 epochs (RMSprop, AEs at ``lr_g`` 1e-4,
 mappings at ``lr_map`` 5e-4, critics at ``lr_d`` 5e-5, weight decay 0, λ1 = 1, λ3 = 0.5, critic every
 5th iteration, weight clipping ±0.05), k-means (20 inits, 1000 iterations, tol 5e-5) every epoch.
@@ -109,7 +109,3 @@ class TrainConfig(Config):
         from .registry import get_variant
 
         return get_variant(self.variant).options_cls.from_dict(self.variant_options)
-
-    def training_dict(self) -> dict[str, Any]:
-        """The fields that determine the trained state (checked when a checkpoint is resumed)."""
-        return {k: v for k, v in self.to_dict().items() if k not in NON_TRAINING_FIELDS}

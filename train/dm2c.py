@@ -1,7 +1,7 @@
 """DM2C (Jiang et al., NeurIPS 2019): the model and the faithful trainer, device-resident.
 
 The faithful variant follows the reference code (jiangyangby/DM2C ``code/model.py`` and
-``train.py``; research notes seeds-methods §4.2-4.3, reference-dm2c.md §3):
+``train.py``; the deviations are listed in the README's design notes):
 
 Model
     Two modality autoencoders (:class:`DeepAE`): encoder ``Linear → LeakyReLU(0.2) → BatchNorm`` per
@@ -92,8 +92,8 @@ def default_hiddens(dim: int) -> list[int]:
 
     The latent L is the largest power of two strictly below d (a bottleneck), capped at 128. This
     gives the reference's Wikipedia AE ``[1024, 256, 128]`` at d = 2048, its NUS-WIDE image AE
-    ``[512, 256, 128]`` at d = 1000, and the anchor configuration of reference-dm2c.md §3,
-    ``[32, 16, 8]``, at d = 10.
+    ``[512, 256, 128]`` at d = 1000, and ``[32, 16, 8]`` at d = 10 (the 10-d Wikipedia benchmark of the
+    README).
 
     >>> default_hiddens(2048), default_hiddens(1000), default_hiddens(10)
     ([1024, 256, 128], [512, 256, 128], [32, 16, 8])
@@ -428,7 +428,14 @@ class FaithfulTrainer:
                 if last or epoch % max(1, n_epochs // 10) == 0:
                     log.info("%s epoch %d: %s", phase, epoch, _short(row))
             bar.close()
+        if self.skipped_batches:
+            log.info("skipped %d batch(es) in which a modality had fewer than %d rows (BatchNorm cannot train on "
+                     "them); recorded as skipped_batches", self.skipped_batches, self.min_rows)
         return self.final_evaluation()
+
+    def method_facts(self) -> dict[str, Any]:
+        """Facts a variant records in metrics.json and report.md (the anchor variants: the anchor)."""
+        return {}
 
     def _run_epoch(self, pi: int, epoch: int) -> dict[str, Any]:
         phase = self.phases[pi]
@@ -689,7 +696,7 @@ class FaithfulTrainer:
     def _diagnostics(self, preds: dict[str, np.ndarray]) -> dict[str, float]:
         """Cluster-modality NMI and per-modality ACC of the last split evaluated (test when present):
         how much the clusters split by modality. ACC of a modality's rows is matched within those rows,
-        as the reference diagnostics (reference-dm2c.md §6) and the k-means baselines do."""
+        as the k-means baselines do (train.baselines)."""
         from .metrics import clustering_metrics
 
         split = self.eval_splits[-1]

@@ -53,6 +53,7 @@ def run_dm2c(data: BenchmarkData, ctx: RunContext) -> MethodResult:
             "diagnostics": ev.diagnostics,
             "architecture": trainer.arch.to_dict(),
             "skipped_batches": trainer.skipped_batches,
+            **trainer.method_facts(),
         },
         embeddings=arrays,
         timings=dict(model.timings_),

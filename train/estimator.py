@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -208,8 +207,3 @@ class DM2C:
         """Final-epoch metrics per split (``train`` from ``labels_``, ``test`` from ``predict``)."""
         self._check_fitted("metrics_")
         return self.evaluation_.metrics
-
-
-def fit_from_store(path: str | Path, **settings: Any) -> DM2C:
-    """Shorthand: ``DM2C(**settings).fit(path)``."""
-    return DM2C(**settings).fit(path)

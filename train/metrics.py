@@ -1,4 +1,4 @@
-"""Clustering metrics, all computed from one contingency matrix (seeds-methods §4.3, item 4).
+"""Clustering metrics, all computed from one contingency matrix (DM2C's seven: ACC, ARI, NMI, F, P, R, purity).
 
 The definitions are those of DM2C's ``code/utils.py`` (the paper's table), written out:
 

@@ -77,7 +77,14 @@ def write_report(
             f"- schedule: {cfg.get('pretrain_epochs')} pre-training epochs per modality, {payload['epochs']} joint "
             f"epochs, batch {cfg.get('batch_size')}, gan {cfg.get('gan')}, critic every {cfg.get('critic_every')}",
             f"- architecture: {_arch_line(payload.get('architecture', {}))}",
+            f"- skipped batches (a modality with fewer than 2 rows; BatchNorm cannot train on them): "
+            f"{payload.get('skipped_batches', 0)}",
         ]
+        if payload.get("anchor"):
+            scores = payload.get("anchor_scores") or {}
+            how = ("chosen without labels, " + ", ".join(f"{m} {v:.4f}" for m, v in scores.items())
+                   if scores else "set by variant_options.anchor")
+            facts.append(f"- anchor modality: {payload['anchor']} ({how})")
     else:
         title = f"# {method} run: {payload.get('dataset', '?')}"
         intro = f"Final-epoch results (epoch {payload['final_epoch']})."

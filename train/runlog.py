@@ -78,15 +78,6 @@ class RunLog:
             writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
         atomic_write_text(self.csv_path, buf.getvalue())
 
-    def series(self, phase: str, key: str) -> tuple[list[int], list[float]]:
-        """(epochs, values) of ``key`` over the rows of ``phase`` where it is set."""
-        xs, ys = [], []
-        for r in self.rows:
-            if r.get("phase") == phase and isinstance(r.get(key), (int, float)):
-                xs.append(int(r["epoch"]))
-                ys.append(float(r[key]))
-        return xs, ys
-
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The rows of an ``epochs.jsonl``."""

@@ -318,4 +318,8 @@ def check_data(data: BenchmarkData, store: Store) -> list[str]:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    from mixbench import PORTABLE_MATH
+
+    portable = all(os.environ.get(k) == v for k, v in PORTABLE_MATH.items())
+    return (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+            + (", portable math: MKL_CBWR=COMPATIBLE, ATEN_CPU_CAPABILITY=default)" if portable else ")"))

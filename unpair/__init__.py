@@ -1,4 +1,4 @@
-"""unpair: turn a paired features store into a mixed-modal benchmark (design §4).
+"""unpair: turn a paired features store into a mixed-modal benchmark.
 
 ``unpair(src, out, config)`` breaks a ratio of the training pairs, chosen by a strategy
 (``list_strategies()``: random, loss-highest, loss-lowest, loss-stratified, positional), in one of

@@ -23,7 +23,7 @@ BALANCED = "balanced"
 
 @dataclass(frozen=True)
 class UnpairConfig(Config):
-    """Settings of the unpair stage (design §4).
+    """Settings of the unpair stage.
 
     ``ratio`` is the fraction of *training* pairs broken; the count is exact,
     ``n_broken = floor(ratio * n_pairs + 0.5)``, except for ``positional`` whose count is the UMML

@@ -1,4 +1,4 @@
-"""Per-sample loss scoring of pairs, keyed by pair id (design §4; research seeds-methods §1.2).
+"""Per-sample loss scoring of pairs, keyed by pair id (the loss-ranking strategies of ``unpair``).
 
 A small two-tower model (one MLP per modality, into a shared L2-normalised embedding; the two
 modalities may have different input dims) is trained on the *paired* training split with the

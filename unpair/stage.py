@@ -11,7 +11,7 @@ pair id). The training split uses ``ratio`` and ``strategy`` (loss strategies tr
 with the ``random`` strategy, since the loss ranking exists only for the training split. Rows that
 arrive unlinked (``pair == -1``) pass through unchanged.
 
-Modes (design §4): ``drop`` keeps one half of a broken pair (pair = -1) and removes the other;
+Modes: ``drop`` keeps one half of a broken pair (pair = -1) and removes the other;
 ``zero`` keeps both rows in place, zero-fills the missing half's ``feat`` (and blanks its raw
 references) and sets its ``present`` column to 0, both rows get pair = -1; ``decouple`` keeps
 both halves with pair = -1.

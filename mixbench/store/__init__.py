@@ -1,4 +1,4 @@
-"""The store: the one format every stage reads and writes (design §3).
+"""The store: the one format every stage reads and writes (README: the store format).
 
 A store is a folder of HDF5 shards (``{split}-{k:05d}.h5``, one group per modality) completed by a
 ``manifest.json`` written last. Every stage and the train checkpoints use it, so it lives here, in

@@ -1,4 +1,4 @@
-"""The store: a directory of HDF5 shards plus ``manifest.json`` (design §3).
+"""The store: a directory of HDF5 shards plus ``manifest.json`` (README: the store format).
 
 A store holds, per split, one table per modality. Every table has the columns ``id`` (str),
 ``label`` (int64, or uint8 multi-hot for multi-label sets) and ``pair`` (int64 pair id linking

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +61,19 @@ def make_config(table: Mapping[str, Any], where: str = "[prep]") -> AdapterConfi
     return adapter.config_cls.from_dict(table, where)
 
 
+def adapter_help(name: str) -> str:
+    """An adapter's description and every option (key = default, meaning, allowed values): what
+    ``mixbench list adapters -v``, ``mixbench prep --adapter NAME --help`` and the README show."""
+    adapter = get_adapter(name)
+    doc = inspect.cleandoc(adapter.config_cls.__doc__ or "")
+    head = f"{adapter.name}: {adapter.description}" if adapter.description else adapter.name
+    lines = [head, "  options ([prep] keys, --set key=value):",
+             adapter.config_cls.options_text(skip=("adapter",), indent="    ")]
+    if doc and not doc.startswith(adapter.config_cls.__name__ + "("):
+        lines += ["", *("  " + x for x in doc.splitlines())]
+    return "\n".join(lines)
+
+
 def config_keys(name: str) -> list[str]:
     try:
         return get_adapter(name).config_cls.keys()
@@ -72,6 +86,7 @@ __all__ = [
     "AdapterConfig",
     "PairedData",
     "SplitData",
+    "adapter_help",
     "config_keys",
     "get_adapter",
     "list_adapters",

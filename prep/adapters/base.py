@@ -6,7 +6,7 @@ and the manifest (the split Hugging Face datasets makes between a builder and it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,10 +170,6 @@ def check_unique(ids: Any, source: str, field_name: str = "id", row_offset: int 
                 "ids must be unique (remove the duplicate row or fix its id)."
             )
         seen[v] = i
-
-
-def registry_entry(table: Mapping[str, Any]) -> str:
-    return str(table.get("adapter", ""))
 
 
 def _plain(value: Any) -> Any:

@@ -12,7 +12,7 @@ features, ``YAll`` (or ``text``) tags and ``LAll`` (or ``label``) labels; ``feat
 (DADH's loader z-scores image features with one global mean/std at training time; that is model
 preprocessing and is not applied here.)
 
-Splits (``split``), see research/seeds-methods.md §1.5; query → ``test``, train → ``train``,
+Splits (``split``), as the UMML and DADH releases make them; query → ``test``, train → ``train``,
 database → ``database`` (kept with ``keep_database``; it overlaps train, as in the originals):
 
 - ``umml``: train = rows [0, train_size), database = [0, db_size), query = the last query_size rows

@@ -6,7 +6,12 @@ Every input is a *source* ``path`` or ``path:key``:
 - ``.csv`` / ``.tsv`` (key = a column by header name or 0-based index, negative from the end;
   without a key, a feature source takes every column not used by another source of the same file);
 - ``.txt`` (whitespace matrix for features; one value per line for ids, labels, split, classes);
-- ``.mat`` (key = variable; MATLAB v5 via scipy, v7.3 via h5py, axes as MATLAB shows them);
+- ``.mat`` (key = variable; MATLAB v5 via scipy, v7.3 via h5py, axes as MATLAB shows them).
+  The common multi-view layout, a cell array ``X`` of views and labels ``y``/``Y``/``gt``, is read
+  with ``X{i}`` keys: ``features = ["data.mat:X{1}", "data.mat:X{2}"]``, ``labels = "data.mat:y"``
+  (cells count from 1, as in MATLAB; the labels key may be left out when exactly one of ``y``,
+  ``Y``, ``gt``, ``gnd`` is in the file). A trailing ``'`` transposes a view stored features ×
+  samples: ``"data.mat:X{1}'"``;
 - ``.h5`` / ``.hdf5`` (key = dataset path, e.g. ``/feats/image``).
 
 Example recipe table::
@@ -131,12 +136,6 @@ def read_csv(path: Path) -> _Csv:
     return _Csv(header, rows, first_line)
 
 
-def _mat_is_v73(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(128)
-    return head.startswith(b"MATLAB 7.3")
-
-
 def mat_variables(path: Path) -> list[str]:
     """Variable names of a MATLAB file (v5 or v7.3)."""
     import h5py
@@ -152,45 +151,110 @@ def mat_variables(path: Path) -> list[str]:
         raise DataError(f"{path}: cannot read as a MATLAB file ({exc}).") from None
 
 
+_MAT_KEY = re.compile(r"^(?P<var>[^{}']+?)(?:\{(?P<cell>\d+)\})?(?P<t>')?$")
+LABEL_NAMES = ("y", "Y", "gt", "gnd", "truth", "labels", "label")
+
+
 def _h5_to_numpy(ds: Any, matlab: bool) -> np.ndarray:
     arr = ds[()]
     if matlab:
         cls = ds.attrs.get("MATLAB_class", b"")
         cls = cls.decode() if isinstance(cls, bytes) else str(cls)
         if cls == "cell" or arr.dtype.kind == "O":
-            raise DataError(f"{ds.file.filename} [{ds.name}]: MATLAB cell arrays in v7.3 files are not supported; "
-                            "save a numeric matrix (or use a v5 file).")
+            raise DataError(f"{ds.file.filename} [{ds.name.lstrip('/')}]: a MATLAB cell array; select one cell, "
+                            f"e.g. '{Path(ds.file.filename).name}:{ds.name.lstrip('/')}{{1}}' (cells count from 1).")
         arr = np.transpose(arr)  # h5py shows MATLAB's column-major arrays with reversed axes
         if cls == "char":
             return np.asarray(["".join(chr(c) for c in row).rstrip("\x00") for row in np.atleast_2d(arr)], dtype=object)
     return arr
 
 
+def _is_cell_v73(ds: Any) -> bool:
+    cls = ds.attrs.get("MATLAB_class", b"")
+    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+    return cls == "cell" or ds.dtype.kind == "O"
+
+
+def _cell_error(path: Path, var: str, n_cells: int, what: str) -> DataError:
+    views = ", ".join(f"{var}{{{i}}}" for i in range(1, min(n_cells, 4) + 1)) + (", ..." if n_cells > 4 else "")
+    return DataError(f"{path} [{var}]: a MATLAB cell array of {n_cells} cells (the multi-view layout: one view per "
+                     f"cell); select one for {what} as '{path.name}:{var}{{1}}' ({views}; cells count from 1, "
+                     f"as in MATLAB; add ' to transpose a d × n view, '{var}{{1}}'').")
+
+
 def read_mat(path: Path, key: str | None, what: str) -> np.ndarray:
     """One variable of a MATLAB file, with MATLAB's axis order (rows × columns as MATLAB shows).
 
-    ``key`` may be omitted when the file holds a single variable."""
+    ``key`` may be omitted when the file holds a single variable (for labels: when exactly one of
+    the usual label names ``y``, ``Y``, ``gt``, ``gnd``, ... is present). ``NAME{i}`` selects cell
+    ``i`` (1-based, MATLAB's linear order) of a cell array: the common multi-view layout stores
+    views as ``X{1}``, ``X{2}``, ... and labels as ``y``/``Y``/``gt``. A trailing ``'`` transposes
+    (MATLAB's operator), for views stored features × samples: ``X{2}'``. v5 files are read with
+    scipy, v7.3 files with h5py (a cell is a dataset of object references)."""
     import h5py
 
     require_file(path, what)
     names = mat_variables(path)
     if key is None:
-        if len(names) != 1:
+        found = [n for n in LABEL_NAMES if n in names] if "label" in what else []
+        if len(names) == 1:
+            key = names[0]
+        elif len(found) == 1:
+            key = found[0]
+        else:
             raise DataError(f"{path}: give the variable as '{path.name}:NAME' ({what}); the file holds {names}.")
-        key = names[0]
+    m = _MAT_KEY.match(key.strip())
+    if not m:
+        raise DataError(f"{path} [{key}]: expected NAME, NAME{{i}} (cell i of a cell array) or either followed by ' "
+                        f"(transposed) for {what}.")
+    var, cell, transpose = m.group("var").strip(), m.group("cell"), bool(m.group("t"))
+    if var not in names:
+        raise DataError(f"{path} [{var}]: no such variable ({what}); variables: {names}.")
     if h5py.is_hdf5(path):
         with h5py.File(path, "r") as f:
-            if key not in f or not isinstance(f[key], h5py.Dataset):
-                raise DataError(f"{path} [{key}]: no such variable ({what}); variables: {names}.")
-            return _h5_to_numpy(f[key], matlab=True)
+            obj = f[var]
+            if not isinstance(obj, h5py.Dataset):
+                raise DataError(f"{path} [{var}]: a MATLAB struct, not a matrix or cell array ({what}).")
+            if _is_cell_v73(obj):
+                refs = np.asarray(obj[()]).reshape(-1)  # h5py's reversed axes, C order = MATLAB's linear order
+                if cell is None:
+                    raise _cell_error(path, var, len(refs), what)
+                i = int(cell)
+                if not 1 <= i <= len(refs):
+                    raise DataError(f"{path} [{key}]: the cell array {var} holds {len(refs)} cells ({var}{{1}}.."
+                                    f"{var}{{{len(refs)}}}).")
+                target = f[refs[i - 1]]
+                if not isinstance(target, h5py.Dataset):
+                    raise DataError(f"{path} [{key}]: cell {i} of {var} is not a matrix ({what}).")
+                arr = _h5_to_numpy(target, matlab=True)
+            elif cell is not None:
+                raise DataError(f"{path} [{key}]: {var} is not a cell array (a {'×'.join(map(str, obj.shape[::-1]))} "
+                                f"matrix); use '{path.name}:{var}' without {{{cell}}}.")
+            else:
+                arr = _h5_to_numpy(obj, matlab=True)
+        return arr.T if transpose else arr
     import scipy.io
 
-    if key not in names:
-        raise DataError(f"{path} [{key}]: no such variable ({what}); variables: {names}.")
     try:
-        return scipy.io.loadmat(path, variable_names=[key])[key]
+        arr = scipy.io.loadmat(path, variable_names=[var])[var]
     except Exception as exc:
-        raise DataError(f"{path} [{key}]: cannot read ({exc}).") from None
+        raise DataError(f"{path} [{var}]: cannot read ({exc}).") from None
+    is_cell = arr.dtype.kind == "O" and not all(isinstance(v, str) for v in arr.reshape(-1)) and any(
+        isinstance(v, np.ndarray) and v.dtype.kind in "biufc" and v.size > 1 for v in arr.reshape(-1))
+    if cell is not None:
+        if arr.dtype.kind != "O":
+            raise DataError(f"{path} [{key}]: {var} is not a cell array (a {'×'.join(map(str, arr.shape))} matrix); "
+                            f"use '{path.name}:{var}' without {{{cell}}}.")
+        cells = arr.reshape(-1, order="F")  # MATLAB's linear (column-major) order
+        i = int(cell)
+        if not 1 <= i <= len(cells):
+            raise DataError(f"{path} [{key}]: the cell array {var} holds {len(cells)} cells ({var}{{1}}..{var}{{{len(cells)}}}).")
+        arr = np.asarray(cells[i - 1])
+        if arr.dtype.kind == "O":
+            raise DataError(f"{path} [{key}]: cell {i} of {var} is itself a cell array or struct, not a matrix ({what}).")
+    elif is_cell and "feature" in what:
+        raise _cell_error(path, var, arr.size, what)
+    return arr.T if transpose else arr
 
 
 def read_h5(path: Path, key: str | None, what: str) -> np.ndarray:
@@ -358,6 +422,13 @@ def int_labels(values: np.ndarray, source: str, field_name: str, row_offset: int
 # -- the adapter --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PairedFeaturesConfig(AdapterConfig):
+    """Sources are 'file' or 'file:key': .npy; .npz:ARRAY; .csv/.tsv:COLUMN (name or 0-based index;
+    features without a key take every column no other source uses); .txt (whitespace matrix, or one
+    value per line); .mat:VARIABLE (v5 or v7.3), .mat:X{i} for cell i of a cell array (the multi-view
+    layout: views X{1}, X{2}, ..., labels y/Y/gt; a trailing ' transposes a d × n view: X{1}');
+    .h5:/DATASET. Row i of every source is pair i. Example:
+        features = ["data.mat:X{1}", "data.mat:X{2}"]   labels = "data.mat:y"   label_base = 1"""
+
     adapter: str = option("paired-features", "dataset adapter name")
     name: str = option("paired-features", "dataset name recorded in the manifest")
     features: list[str] = option([], "two feature sources 'file[:key]', one per modality, row i = pair i")
@@ -448,7 +519,14 @@ def read(cfg: PairedFeaturesConfig, base_dir: Path) -> PairedData:
     for m, s in zip(cfg.modalities, src["features"]):
         x = reader.matrix(s, f"features of '{m}'")
         x = check_features(x, str(s.path), s.key or f"features of '{m}'", row_offset=reader.row_offset(s))
-        rows.add(reader.location(s), len(x))
+        try:
+            rows.add(reader.location(s), len(x))
+        except DataError as exc:
+            n0 = rows.counts[0][1]
+            if s.kind == "mat" and x.shape[1] == n0 and not (s.key or "").endswith("'"):
+                raise DataError(f"{exc} This view looks stored features × samples ({x.shape[0]} × {x.shape[1]}): "
+                                f"transpose it with a trailing ', '{s.path.name}:{s.key}''.") from None
+            raise
         if np.abs(x).max(initial=0) > np.finfo(cfg.dtype).max:
             raise DataError(
                 f"{s.path}: values exceed the {cfg.dtype} range (largest magnitude {float(np.abs(x).max()):.4g})"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mixbench.errors import ConfigError
-from test_dm2c import SHORT, build_wiki_benchmark
+from test_dm2c import SHORT
 from train import DM2C, TrainConfig, get_variant
 from train.data import BenchmarkData
 from train.runlog import RunLog
@@ -23,11 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parent.parent
 MEDIUM = {"pretrain_epochs": 20, "epochs": 30, "n_init": 3, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def wiki_bench(tmp_path_factory: pytest.TempPathFactory, wiki_paired: Path) -> Path:
-    return build_wiki_benchmark(wiki_paired, tmp_path_factory.mktemp("linked-wiki") / "bench")
 
 
 @pytest.fixture(scope="module")
