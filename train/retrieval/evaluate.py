@@ -101,18 +101,19 @@ def as_codes(x: torch.Tensor) -> torch.Tensor:
     return xf
 
 
-def _order(query: torch.Tensor, database: torch.Tensor, ranking: str) -> torch.Tensor:
-    """Database indices of each query row, best first (ties by index)."""
-    q = query.shape[0]
+def _hits(query: torch.Tensor, database: torch.Tensor, rel: torch.Tensor, ranking: str) -> torch.Tensor:
+    """Relevance (float32, ``(Q, N)``) of each query's database items in ranked order (ties by index)."""
+    q, n = query.shape[0], database.shape[0]
     if ranking == "hamming":
         bits = query.shape[1]
-        dist = torch.round(0.5 * (bits - query @ database.T)).to(torch.int32)
+        # distance + (bits + 1) · row, exact in float32: (bits − q·b) / 2 is an integer ≤ bits
+        offset = (bits / 2 + (bits + 1) * torch.arange(q, device=query.device, dtype=torch.float32))[:, None]
         key_dtype = torch.int16 if (bits + 1) * q <= 32767 else torch.int32
-        key = (dist + (bits + 1) * torch.arange(q, device=dist.device, dtype=torch.int32)[:, None]).to(key_dtype)
-        flat = torch.sort(key.reshape(-1), stable=True).indices
-        return flat.view(q, -1) - database.shape[0] * torch.arange(q, device=flat.device)[:, None]
-    sim = query @ database.T
-    return torch.sort(-sim, dim=1, stable=True).indices
+        key = torch.addmm(offset, query, database.T, alpha=-0.5).to(key_dtype)
+        flat = torch.sort(key.reshape(-1), stable=True).indices  # rows stay apart: the row is the key's high part
+        return rel.reshape(-1)[flat].view(q, n).to(torch.float32)
+    order = torch.sort(-(query @ database.T), dim=1, stable=True).indices
+    return torch.gather(rel, 1, order).to(torch.float32)
 
 
 def rank_scores(
@@ -126,6 +127,7 @@ def rank_scores(
     pr_points: int = 50,
     chunk_elements: int = 1 << 23,
     keep_ap: bool = False,
+    at_r: bool = True,
 ) -> RankingScores:
     """Score ``query`` rows against ``database`` rows (see the module docstring)."""
     if ranking not in RANKINGS:
@@ -156,36 +158,39 @@ def rank_scores(
     if ranking == "hamming":
         step = min(step, max(1, 32767 // (q_all.shape[1] + 1)))
     pos = torch.arange(1, nd + 1, device=dev, dtype=torch.float64)
+    inv_pos = 1.0 / pos
+    exact32 = nd < (1 << 24)  # counts stay exact in float32
     ap_all = torch.zeros(nq, dtype=torch.float64, device=dev)
     apr_all = torch.zeros(nq, dtype=torch.float64, device=dev)
     pk_sum = torch.zeros(len(ks), dtype=torch.float64, device=dev)
     pr_p = torch.zeros(len(cut), dtype=torch.float64, device=dev)
     pr_r = torch.zeros(len(cut), dtype=torch.float64, device=dev)
+    kidx = torch.as_tensor([k - 1 for k in kcap], device=dev, dtype=torch.long)
+    kdiv = torch.as_tensor(ks, device=dev, dtype=torch.float64)
     n_with = 0
     for lo in range(0, nq, step):
         hi = min(nq, lo + step)
-        order = _order(q_all[lo:hi], d_all, ranking)
-        hits = torch.gather(relevance(q_labels[lo:hi], db_labels), 1, order)
-        del order
-        cum = torch.cumsum(hits, dim=1, dtype=torch.int32)
+        hits = _hits(q_all[lo:hi], d_all, relevance(q_labels[lo:hi], db_labels), ranking)
+        cum = torch.cumsum(hits if exact32 else hits.to(torch.float64), dim=1)  # relevant items in the top i
         r = cum[:, -1].to(torch.float64)
         has = r > 0
         rsafe = torch.where(has, r, torch.ones_like(r))
-        prec = cum.to(torch.float64) / pos  # P_q(i)
-        contrib = torch.where(hits, prec, torch.zeros((), dtype=torch.float64, device=dev))
-        ap_all[lo:hi] = contrib.sum(1) / rsafe
-        apr_all[lo:hi] = torch.where(pos[None, :] <= r[:, None], contrib, 0.0).sum(1) / rsafe
-        del contrib
+        # Σ_i rel(i) · P(i) = Σ_i rel(i) · cum(i) / i: integers times 1/i, summed in float64
+        x = (hits * cum).to(torch.float64)
+        del hits
+        ap_all[lo:hi] = (x @ inv_pos) / rsafe
+        if at_r:
+            apr_all[lo:hi] = (torch.where(pos[None, :] <= r[:, None], x, 0.0) @ inv_pos) / rsafe
+        del x
         if ks:
-            idx = torch.as_tensor([k - 1 for k in kcap], device=dev)
-            pk_sum += (cum[:, idx].to(torch.float64) / torch.as_tensor(ks, device=dev, dtype=torch.float64)).sum(0)
+            pk_sum += (cum[:, kidx].to(torch.float64) / kdiv).sum(0)
         at = cum[:, cut - 1].to(torch.float64)
         pr_p += (at / cut.to(torch.float64)).sum(0)
         pr_r += (at[has] / r[has, None]).sum(0)
         n_with += int(has.sum())
     return RankingScores(
         map=float(ap_all.mean()),
-        map_at_r=float(apr_all.mean()),
+        map_at_r=float(apr_all.mean()) if at_r else float("nan"),
         precision_at={k: float(v) / nq for k, v in zip(ks, pk_sum.tolist())},
         pr_recall=[float(v) / max(1, n_with) for v in pr_r.tolist()],
         pr_precision=[float(v) / nq for v in pr_p.tolist()],
@@ -200,4 +205,5 @@ def rank_scores(
 def map_at_all(query: torch.Tensor, database: torch.Tensor, q_labels: torch.Tensor, db_labels: torch.Tensor,
                ranking: str = "hamming", **kwargs: Any) -> float:
     """mAP over the whole ranking (see :func:`rank_scores`)."""
-    return rank_scores(query, database, q_labels, db_labels, ranking=ranking, ks=(), pr_points=1, **kwargs).map
+    return rank_scores(query, database, q_labels, db_labels, ranking=ranking, ks=(), pr_points=1, at_r=False,
+                       **kwargs).map
