@@ -225,56 +225,98 @@ class HashModel:
 
 
 class TwoTowerModel:
-    """An MLP per modality into a shared ``dim``-d space, L2-normalised; symmetric InfoNCE over the
-    linked pairs of a mini-batch (every other pair's half is a negative), temperature ``tau``."""
+    """An MLP per modality into a shared ``dim``-d space, L2-normalised.
+
+    Objective: symmetric InfoNCE over the linked pairs of a mini-batch (every other pair's half is
+    a negative; temperature ``tau``), weight ``pair_weight``; with ``labels`` also a cross-entropy
+    of every labelled training row (linked or unpaired, either modality) against class prototypes
+    shared by both modalities (learned unit vectors; multi-hot labels: the target spread evenly
+    over the row's classes; temperature ``label_temperature``). Without ``labels`` only linked
+    pairs are used."""
 
     ranking = "cosine"
 
     def __init__(self, dim: int, hiddens: list[int], epochs: int, batch_size: int, lr: float,
-                 temperature: float, weight_decay: float) -> None:
+                 temperature: float, weight_decay: float, labels: bool = False, pair_weight: float = 1.0,
+                 label_temperature: float = 1.0) -> None:
         self.dim, self.hiddens, self.epochs, self.batch_size = dim, hiddens, epochs, batch_size
         self.lr, self.temperature, self.weight_decay = lr, temperature, weight_decay
+        self.labels, self.pair_weight, self.label_temperature = labels, pair_weight, label_temperature
 
     def fit(self, data: RetrievalData, seed: int, hook: EpochHook | None = None) -> TwoTowerModel:
         rows = [data.train.rows[m] for m in data.modalities]
         dev = rows[0].x.device
         gen = _seeded(seed, dev)
         ia, ib = data.linked()
-        if len(ia) < 2:
+        if self.labels:
+            for m, r in zip(data.modalities, rows):
+                if r.n() == 0:
+                    raise DataError(f"retrieval-twotower: modality '{m}' has no training rows; both towers need some.")
+                if not bool(labelled(r.y).all()):
+                    bad = int((~labelled(r.y)).sum())
+                    raise DataError(
+                        f"retrieval-twotower with labels = true: {bad} training row(s) of '{m}' have no label. Label "
+                        "them, or set method_options.labels = false (linked pairs only)."
+                    )
+        elif len(ia) < 2:
             raise DataError(
                 f"retrieval-twotower: {len(ia)} linked training pair(s); the contrastive loss needs linked pairs "
-                "(at least 2). Unpair fewer pairs, or use retrieval-hash, which learns from unpaired rows via labels."
+                "(at least 2). Unpair fewer pairs, set method_options.labels = true, or use retrieval-hash; both "
+                "learn from unpaired rows through their labels."
             )
         self.scalers_ = [Standardiser.fit(r.x) for r in rows]
-        xa, xb = self.scalers_[0](rows[0].x)[ia], self.scalers_[1](rows[1].x)[ib]
-        self.nets_ = [mlp(x.shape[1], self.hiddens, self.dim) for x in (xa, xb)]
+        xs = [self.scalers_[i](rows[i].x) for i in range(2)]
+        targets = []
+        if self.labels:
+            for r in rows:
+                t = data.label_matrix(r.y)
+                targets.append(t / t.sum(1, keepdim=True))
+        self.nets_ = [mlp(x.shape[1], self.hiddens, self.dim) for x in xs]
         for net in self.nets_:
             _init(net, gen)
             net.to(dev)
         params = [p for net in self.nets_ for p in net.parameters()]
+        if self.labels:
+            self.prototypes_ = nn.Parameter(torch.randn(data.n_classes, self.dim, generator=gen).to(dev))
+            params.append(self.prototypes_)
         opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        n = len(ia)
+        n_pairs = len(ia)
+        use_pairs = n_pairs >= 2 and self.pair_weight > 0
+        # one epoch = one pass over the largest row set; each step draws a batch of pairs and, with
+        # labels, a batch of rows of each modality
+        sizes = [n_pairs if use_pairs else 0] + ([x.shape[0] for x in xs] if self.labels else [])
+        steps = max(1, math.ceil(max(sizes) / self.batch_size))
         for epoch in range(1, self.epochs + 1):
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen).to(dev)
-            total, steps = 0.0, 0
-            for lo in range(0, n, self.batch_size):
-                idx = perm[lo: lo + self.batch_size]
-                if len(idx) < 2:
-                    continue
-                za = nn.functional.normalize(self.nets_[0](xa[idx]), dim=1)
-                zb = nn.functional.normalize(self.nets_[1](xb[idx]), dim=1)
-                logits = za @ zb.T / self.temperature
-                target = torch.arange(len(idx), device=dev)
-                loss = 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
+            perms = [torch.randperm(k, generator=gen).to(dev) if k else None for k in sizes]
+            totals = {"infonce": 0.0, "label_ce": 0.0}
+            for step in range(steps):
+                loss = torch.zeros((), device=dev)
+                if use_pairs:
+                    idx = _wrap(perms[0], step, self.batch_size)
+                    za = nn.functional.normalize(self.nets_[0](xs[0][ia[idx]]), dim=1)
+                    zb = nn.functional.normalize(self.nets_[1](xs[1][ib[idx]]), dim=1)
+                    logits = za @ zb.T / self.temperature
+                    target = torch.arange(len(idx), device=dev)
+                    nce = 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
+                    loss = loss + self.pair_weight * nce
+                    totals["infonce"] += float(nce.detach())
+                if self.labels:
+                    protos = nn.functional.normalize(self.prototypes_, dim=1)
+                    for side in (0, 1):
+                        idx = _wrap(perms[1 + side], step, self.batch_size)
+                        z = nn.functional.normalize(self.nets_[side](xs[side][idx]), dim=1)
+                        ce = nn.functional.cross_entropy(z @ protos.T / self.label_temperature, targets[side][idx])
+                        loss = loss + 0.5 * ce
+                        totals["label_ce"] += 0.5 * float(ce.detach())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach())
-                steps += 1
             if hook is not None:
-                hook({"phase": "train", "epoch": epoch, "seconds": time.perf_counter() - t0,
-                      "infonce": total / max(1, steps)})
+                row = {"phase": "train", "epoch": epoch, "seconds": time.perf_counter() - t0}
+                row.update({k: v / steps for k, v in totals.items() if (k == "infonce" and use_pairs) or
+                            (k == "label_ce" and self.labels)})
+                hook(row)
         return self
 
     @torch.no_grad()
@@ -282,3 +324,13 @@ class TwoTowerModel:
         net = self.nets_[side]
         net.eval()
         return nn.functional.normalize(net(self.scalers_[side](x)), dim=1)
+
+
+def _wrap(perm: torch.Tensor, step: int, batch: int) -> torch.Tensor:
+    """The ``step``-th batch of a permutation, wrapping around (smaller row sets cycle within an epoch)."""
+    n = len(perm)
+    start = (step * batch) % n
+    idx = perm[start: start + batch]
+    if len(idx) < min(batch, n):
+        idx = torch.cat([idx, perm[: min(batch, n) - len(idx)]])
+    return idx
