@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import train
-    from train.retrieval.methods import pr_plot
     from train.retrieval.evaluate import RankingScores
+    from train.retrieval.methods import pr_plot
 
     torch.set_num_threads(1)  # small models: one thread is fastest on a shared 2-core machine
     chosen = [c for c in CONFIGS if not args.configs or c[0] in args.configs.split(",")]
