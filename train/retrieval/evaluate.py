@@ -102,7 +102,7 @@ def as_codes(x: torch.Tensor) -> torch.Tensor:
 
 
 def _hits(query: torch.Tensor, database: torch.Tensor, rel: torch.Tensor, ranking: str) -> torch.Tensor:
-    """Relevance (float32, ``(Q, N)``) of each query's database items in ranked order (ties by index)."""
+    """Relevance (bool, ``(Q, N)``) of each query's database items in ranked order (ties by index)."""
     q, n = query.shape[0], database.shape[0]
     if ranking == "hamming":
         bits = query.shape[1]
@@ -111,9 +111,9 @@ def _hits(query: torch.Tensor, database: torch.Tensor, rel: torch.Tensor, rankin
         key_dtype = torch.int16 if (bits + 1) * q <= 32767 else torch.int32
         key = torch.addmm(offset, query, database.T, alpha=-0.5).to(key_dtype)
         flat = torch.sort(key.reshape(-1), stable=True).indices  # rows stay apart: the row is the key's high part
-        return rel.reshape(-1)[flat].view(q, n).to(torch.float32)
+        return rel.reshape(-1)[flat].view(q, n)
     order = torch.sort(-(query @ database.T), dim=1, stable=True).indices
-    return torch.gather(rel, 1, order).to(torch.float32)
+    return torch.gather(rel, 1, order)
 
 
 def rank_scores(
@@ -171,12 +171,14 @@ def rank_scores(
     for lo in range(0, nq, step):
         hi = min(nq, lo + step)
         hits = _hits(q_all[lo:hi], d_all, relevance(q_labels[lo:hi], db_labels), ranking)
-        cum = torch.cumsum(hits if exact32 else hits.to(torch.float64), dim=1)  # relevant items in the top i
+        hits = hits.to(torch.float32 if exact32 else torch.float64)
+        cum = torch.cumsum(hits, dim=1)  # relevant items in the top i
         r = cum[:, -1].to(torch.float64)
         has = r > 0
         rsafe = torch.where(has, r, torch.ones_like(r))
         # Σ_i rel(i) · P(i) = Σ_i rel(i) · cum(i) / i: integers times 1/i, summed in float64
-        x = (hits * cum).to(torch.float64)
+        x = torch.empty(cum.shape, dtype=torch.float64, device=dev)
+        torch.mul(hits, cum, out=x)  # exact integers, written as float64 in the same pass
         del hits
         ap_all[lo:hi] = (x @ inv_pos) / rsafe
         if at_r:
