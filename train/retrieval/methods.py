@@ -56,12 +56,13 @@ class CCAOptions(RetrievalOptions):
 class HashOptions(RetrievalOptions):
     bits: int = option(64, "code length K", choices=CODE_LENGTHS)
     hiddens: list[int] = option([512], "hidden widths of each modality's MLP", low=1)
-    epochs: int = option(60, "training epochs (one pass over each modality's rows each)", low=1)
+    epochs: int = option(30, "training epochs (one pass over each modality's rows each)", low=1)
     batch_size: int = option(128, "mini-batch rows", low=2)
     lr: float = option(1e-3, "Adam learning rate", low=0, low_open=True)
     weight_decay: float = option(1e-4, "Adam weight decay", low=0)
     gamma: float = option(1.0, "weight of the quantisation term ‖B − F‖² (DCMH's γ)", low=0)
-    eta: float = option(1.0, "weight of the bit-balance term ‖F·1‖² (DCMH's η)", low=0)
+    eta: float = option(0.01, "weight of the bit-balance term ‖F·1‖² (DCMH's η is 1; on Wikipedia's 2,173 training rows "
+                              "that weight swamps the likelihood: mean mAP 0.154 against 0.231 at 0.01, seed 0)", low=0)
 
 
 @dataclass(frozen=True)
