@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-for p in (str(REPO / "bench"), str(REPO)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+# the packages first: bench/embed.py would shadow the embed package
+sys.path[:] = [str(REPO)] + [p for p in sys.path if p != str(REPO)]
+if str(REPO / "bench") not in sys.path:
+    sys.path.append(str(REPO / "bench"))
 
 from _common import benchmark_store, mean_std, setup_logging  # noqa: E402
 
