@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             delta = "—" if base is None or row == "cca" else f"{statistics.fmean(vals['map_mean']) - base:+.3f}"
             print(f"| {row} | {mean_std(vals['map_i2t'])} | {mean_std(vals['map_t2i'])} | {mean_std(vals['map_mean'])} | "
                   f"{delta} | {mean_std(vals['map_at_r_mean'])} | {statistics.fmean(vals['seconds']):.1f} |")
-        plot = Path(args.out).with_name(Path(args.out).stem + f"-{root.name}-pr.png") if args.out else root / "pr.png"
+        stem = Path(args.out).stem + ("" if len(args.recipes) == 1 else f"-{root.name}") if args.out else ""
+        plot = Path(args.out).with_name(stem + "-pr.png") if args.out else root / "pr.png"
         pr_plot(curves, plot, f"{name}: precision-recall, seed 0")
         print(f"\nPR curves: {plot}")
     if args.out:
