@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="random,loss-highest", help="comma-separated strategies")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (each seeds unpair and train)")
     p.add_argument("--out", help="output root (default: out/<recipe name>-sweep)")
-    p.add_argument("--metric", default="acc", help="metric tabulated and plotted against ratio: a clustering metric "
-                   "(acc, nmi, ...) or, for a retrieval method, map_mean, map_i2t, map_t2i, map_at_r_mean, ...")
+    p.add_argument("--metric", help="metric tabulated and plotted against ratio: a clustering metric (acc, nmi, ...; "
+                   "default acc) or, for a retrieval method, map_mean (default), map_i2t, map_t2i, map_at_r_mean, ...")
     p.add_argument("--mode", help="comma-separated unpairing modes to sweep as well (drop,zero,decouple; default: "
                    "the recipe's [unpair] mode only)")
     p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="override a recipe key")

@@ -54,14 +54,15 @@ def run_sweep(
     strategies: list[str],
     seeds: int = 3,
     out: str | Path | None = None,
-    metric: str = "acc",
+    metric: str | None = None,
     method: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     modes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the grid; returns ``{"table", "table_path", "plot_path", "cells"}``.
 
-    ``method``: the row the table leads with and the plot draws (default: the recipe's
+    ``metric``: the figure tabulated and plotted (default: ``acc`` for clustering methods,
+    ``map_mean`` for retrieval methods). ``method``: the row the table leads with and the plot draws (default: the recipe's
     ``[train] method``). ``modes``: unpairing modes to sweep as well (default: the recipe's
     ``[unpair] mode`` alone, cells under ``cells/<strategy>/...``; given: ``cells/<mode>/<strategy>/...``
     and a mode column)."""
@@ -76,7 +77,7 @@ def run_sweep(
         recipe = recipe.with_overrides(overrides)
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: must be at least 1.")
-    if metric not in ALL_METRICS:
+    if metric is not None and metric not in ALL_METRICS:
         raise ConfigError(f"--metric {metric!r}: must be one of {', '.join(ALL_METRICS)}.")
     for m in modes or []:
         if m not in ("drop", "zero", "decouple"):
@@ -90,6 +91,10 @@ def run_sweep(
             raise ConfigError(f"--ratio {r}: must be in [0, 1].")
     configs = stage_configs(recipe)  # validates everything before any work
     method = method or configs["train"].method  # the table's first row and the plot's line (dm2c, tac, ...)
+    if metric is None:  # the method family's headline metric
+        from train.registry import get_method
+
+        metric = "map_mean" if get_method(configs["train"].method).family == "retrieval" else "acc"
     retrieval = metric in RETRIEVAL_METRICS
     root = Path(out) if out is not None else Path("out") / f"{recipe.name}-sweep"
     with OutputLock(root, "sweep"):  # one sweep per folder (its stages lock their own folders too)

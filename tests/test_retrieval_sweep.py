@@ -18,8 +18,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_retrieval_sweep_over_strategies_and_modes(repo_root: Path, wikipedia_dir: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     recipe = repo_root / "data" / "recipes" / "wikipedia-retrieval.toml"
+    # no --metric: a retrieval recipe defaults to map_mean
     rc = main(["sweep", str(recipe), "--ratio", "0.5", "--strategy", "random,positional", "--mode", "drop,zero",
-               "--seeds", "1", "--metric", "map_mean", "--out", str(tmp_path / "sw"),
+               "--seeds", "1", "--out", str(tmp_path / "sw"),
                "--set", "train.method_options={epochs = 2}", "--set", "train.plots=false", "-q"])
     assert rc == 0
     out = capsys.readouterr().out
