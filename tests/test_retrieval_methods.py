@@ -146,3 +146,33 @@ def test_multilabel_relevance_in_training(r0: Path) -> None:
     data.multilabel = True
     model = HashModel(16, [32], 2, 128, 1e-3, 1.0, 1.0, 0.0).fit(data, seed=0)
     assert model.encode(data.query.rows["text"].x, 1).shape == (693, 16)
+
+
+def test_dadh_store_uses_its_database_split_and_multi_hot_labels(tmp_path: Path) -> None:
+    """A DADH-format multi-label set (features + tags + multi-hot labels) with DADH's split: queries
+    are the query block, the database is the database split (not the queries), relevance = a
+    shared label; training learns from label overlap (multi-hot)."""
+    import scipy.io
+
+    import prep
+
+    rng = np.random.default_rng(0)
+    n, c = 300, 6
+    labels = (rng.random((n, c)) < 0.25).astype(np.float64)
+    labels[labels.sum(1) == 0, rng.integers(0, c)] = 1
+    img = labels @ rng.normal(size=(c, 24)) + 0.8 * rng.normal(size=(n, 24))
+    tags = labels @ rng.normal(size=(c, 16)) + 0.8 * rng.normal(size=(n, 16))
+    scipy.io.savemat(tmp_path / "toy.mat", {"images": img, "YAll": tags, "LAll": labels})
+    prep.prepare({"adapter": "dadh", "file": str(tmp_path / "toy.mat"), "split": "dadh", "query_size": 50,
+                  "train_size": 150}, tmp_path / "prep")
+    embed.embed(tmp_path / "prep", tmp_path / "embed", {"dim": 0})
+    store = bench_store(tmp_path / "embed", tmp_path / "unpair", ratio=0.5)
+    result = train(store, tmp_path / "run", {"method": "retrieval-hash", "device": "cpu", "plots": False,
+                                             "method_options": {"bits": 16, "hiddens": [32], "epochs": 20}})
+    ret = result["metrics"]["retrieval"]
+    assert ret["protocol"]["query"] == "test" and ret["protocol"]["database"] == "database"
+    assert ret["queries"] == {"i2t": 50, "t2i": 50} and ret["database"] == {"i2t": 250, "t2i": 250}
+    assert ret["rows_used"] == {"linked_pairs": 75, "unpaired_image": 38, "unpaired_text": 37}
+    share = float(((labels[:50] @ labels[50:].T) > 0).mean())  # chance level of mAP
+    m = result["metrics"]["methods"]["retrieval-hash"]["test"]
+    assert m["map_i2t"] > share + 0.1 and m["map_t2i"] > share + 0.1, (m["map_i2t"], m["map_t2i"], share)
