@@ -138,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="random,loss-highest", help="comma-separated strategies")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (each seeds unpair and train)")
     p.add_argument("--out", help="output root (default: out/<recipe name>-sweep)")
-    p.add_argument("--metric", default="acc", help="metric plotted against ratio")
+    p.add_argument("--metric", help="metric tabulated and plotted against ratio: a clustering metric (acc, nmi, ...; "
+                   "default acc) or, for a retrieval method, map_mean (default), map_i2t, map_t2i, map_at_r_mean, ...")
+    p.add_argument("--mode", help="comma-separated unpairing modes to sweep as well (drop,zero,decouple; default: "
+                   "the recipe's [unpair] mode only)")
     p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="override a recipe key")
     _common(p)
 
@@ -312,6 +315,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             out=args.out,
             metric=args.metric,
             overrides=_parse_set(args.set, staged=True),
+            modes=[x for x in args.mode.split(",") if x] if args.mode else None,
         )
         print(result["table"])
         print(f"\ntable: {result['table_path']}\nplot:  {result['plot_path']}")

@@ -26,6 +26,17 @@ from .stagekit import OutputLock
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("acc", "nmi", "ari", "f_score", "purity")
+RETRIEVAL_METRICS = ("map_mean", "map_i2t", "map_t2i", "map_at_r_mean", "map_at_r_i2t", "map_at_r_t2i")
+"""Metrics of the retrieval methods (train.retrieval): ``--metric map_mean`` for a retrieval recipe."""
+ALL_METRICS = SUMMARY_METRICS + ("precision", "recall") + RETRIEVAL_METRICS
+
+
+METRIC_LABELS = {"map_mean": "mAP (I→T and T→I averaged)", "map_i2t": "mAP I→T", "map_t2i": "mAP T→I",
+                 "map_at_r_mean": "mAP@R (I→T and T→I averaged)", "map_at_r_i2t": "mAP@R I→T", "map_at_r_t2i": "mAP@R T→I"}
+
+
+def _label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric.upper())
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -43,11 +54,18 @@ def run_sweep(
     strategies: list[str],
     seeds: int = 3,
     out: str | Path | None = None,
-    metric: str = "acc",
+    metric: str | None = None,
     method: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    modes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the grid; returns ``{"table", "table_path", "plot_path", "cells"}``."""
+    """Run the grid; returns ``{"table", "table_path", "plot_path", "cells"}``.
+
+    ``metric``: the figure tabulated and plotted (default: ``acc`` for clustering methods,
+    ``map_mean`` for retrieval methods). ``method``: the row the table leads with and the plot draws (default: the recipe's
+    ``[train] method``). ``modes``: unpairing modes to sweep as well (default: the recipe's
+    ``[unpair] mode`` alone, cells under ``cells/<strategy>/...``; given: ``cells/<mode>/<strategy>/...``
+    and a mode column)."""
     import embed
     import prep
     import train
@@ -59,8 +77,11 @@ def run_sweep(
         recipe = recipe.with_overrides(overrides)
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: must be at least 1.")
-    if metric not in SUMMARY_METRICS + ("precision", "recall"):
-        raise ConfigError(f"--metric {metric!r}: must be one of {', '.join(SUMMARY_METRICS + ('precision', 'recall'))}.")
+    if metric is not None and metric not in ALL_METRICS:
+        raise ConfigError(f"--metric {metric!r}: must be one of {', '.join(ALL_METRICS)}.")
+    for m in modes or []:
+        if m not in ("drop", "zero", "decouple"):
+            raise ConfigError(f"--mode {m!r}: must be one of drop, zero, decouple.")
     known = unpair.list_strategies()
     for s in strategies:
         if s not in known:
@@ -70,37 +91,52 @@ def run_sweep(
             raise ConfigError(f"--ratio {r}: must be in [0, 1].")
     configs = stage_configs(recipe)  # validates everything before any work
     method = method or configs["train"].method  # the table's first row and the plot's line (dm2c, tac, ...)
+    if metric is None:  # the method family's headline metric
+        from train.registry import get_method
+
+        metric = "map_mean" if get_method(configs["train"].method).family == "retrieval" else "acc"
+    retrieval = metric in RETRIEVAL_METRICS
     root = Path(out) if out is not None else Path("out") / f"{recipe.name}-sweep"
     with OutputLock(root, "sweep"):  # one sweep per folder (its stages lock their own folders too)
         prep.prepare(configs["prep"], root / "prep", base_dir=recipe.base_dir, overwrite=True)
         embed.embed(root / "prep", root / "embed", configs["embed"], base_dir=recipe.base_dir, overwrite=True)
 
         cells: list[dict[str, Any]] = []
-        total = len(strategies) * len(ratios) * seeds
+        mode_list: list[str | None] = list(modes) if modes else [None]
+        total = len(mode_list) * len(strategies) * len(ratios) * seeds
         done = 0
-        for strategy in strategies:
-            for ratio in ratios:
-                for seed in range(seeds):
-                    done += 1
-                    cell = root / "cells" / strategy / f"r{ratio:g}" / f"s{seed}"
-                    log.info("sweep cell %d/%d: strategy=%s ratio=%g seed=%d", done, total, strategy, ratio, seed)
-                    ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed)
-                    tcfg = configs["train"].replace(seed=seed)
-                    unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
-                    result = train.train(cell / "unpair", cell / "train", tcfg, overwrite=True)
-                    metrics = result["metrics"]
-                    cells.append({
-                        "strategy": strategy, "ratio": ratio, "seed": seed, "run_dir": str(cell / "train"),
-                        "methods": {m: v for m, v in metrics["methods"].items()},
-                    })
+        for mode in mode_list:
+            for strategy in strategies:
+                for ratio in ratios:
+                    for seed in range(seeds):
+                        done += 1
+                        cell = root / "cells" / (mode or "") / strategy / f"r{ratio:g}" / f"s{seed}"
+                        log.info("sweep cell %d/%d: %sstrategy=%s ratio=%g seed=%d", done, total,
+                                 f"mode={mode} " if mode else "", strategy, ratio, seed)
+                        ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed,
+                                                         **({"mode": mode} if mode else {}))
+                        tcfg = configs["train"].replace(seed=seed)
+                        unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
+                        result = train.train(cell / "unpair", cell / "train", tcfg, overwrite=True)
+                        metrics = result["metrics"]
+                        cells.append({
+                            "strategy": strategy, "ratio": ratio, "seed": seed, "run_dir": str(cell / "train"),
+                            "methods": {m: v for m, v in metrics["methods"].items()},
+                            **({"mode": mode} if mode else {}),
+                        })
+        if modes:  # one table row group per (mode, strategy): fold the mode into the strategy label
+            for c in cells:
+                c["strategy"] = f"{c['mode']} · {c['strategy']}"
+            strategies = [f"{m} · {s}" for m in modes for s in strategies]
         summary = _summarise(cells, strategies, ratios, method)
         table = _table(summary, strategies, ratios, metric, method, seeds)
         atomic_write_json(root / "sweep.json", {"recipe": str(recipe.path), "ratios": ratios, "strategies": strategies,
-                                                "seeds": seeds, "method": method, "cells": cells, "summary": summary})
+                                                "seeds": seeds, "method": method, "metric": metric,
+                                                "modes": modes, "cells": cells, "summary": summary})
         atomic_write_text(root / "sweep.csv", _csv(summary))
         atomic_write_text(root / "sweep.md", table + "\n")
         plot_path = root / "sweep.png"
-        _plot(summary, strategies, ratios, metric, method, plot_path)
+        _plot(summary, strategies, ratios, metric, method, plot_path, baselines=not retrieval)
         return {"table": table, "table_path": str(root / "sweep.md"), "plot_path": str(plot_path), "cells": cells,
                 "summary": summary}
 
@@ -113,7 +149,7 @@ def _summarise(cells: list[dict[str, Any]], strategies: list[str], ratios: list[
             for m in sorted({k for c in group for k in c["methods"]}):
                 for split in ("test", "train"):
                     row: dict[str, Any] = {"strategy": strategy, "ratio": ratio, "method": m, "split": split, "n": len(group)}
-                    for metric in SUMMARY_METRICS + ("precision", "recall"):
+                    for metric in ALL_METRICS:
                         vals = [c["methods"][m][split][metric] for c in group
                                 if split in c["methods"].get(m, {}) and metric in c["methods"][m][split]]
                         row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(vals)
@@ -125,7 +161,7 @@ def _table(summary: list[dict[str, Any]], strategies: list[str], ratios: list[fl
     """Markdown: one row per (strategy, method), one column per ratio, mean ± std of the test metric."""
     tested = {r["method"] for r in summary if r["split"] == "test" and r[f"{metric}_mean"] == r[f"{metric}_mean"]}
     methods = [method] + sorted(m for m in tested if m != method)  # e.g. kmeans-concat has no test rows at test_ratio 1
-    head = f"test {metric.upper()} (mean ± std over {seeds} seed(s))"
+    head = f"test {_label(metric)} (mean ± std over {seeds} seed(s))"
     lines = ["| strategy | method | " + " | ".join(f"r = {r:g}" for r in ratios) + " |",
              "|---|---|" + "---|" * len(ratios)]
     for strategy in strategies:
@@ -152,7 +188,8 @@ def _csv(summary: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[float], metric: str, method: str, path: Path) -> None:
+def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[float], metric: str, method: str, path: Path,
+          baselines: bool = True) -> None:
     try:
         import matplotlib
 
@@ -165,7 +202,8 @@ def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[flo
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for si, strategy in enumerate(strategies):
         colour = colours[si % len(colours)]
-        for m, style in ((method, "-o"), ("kmeans-pooled", "--x"), ("kmeans-linked", ":s")):
+        lines = ((method, "-o"), ("kmeans-pooled", "--x"), ("kmeans-linked", ":s")) if baselines else ((method, "-o"),)
+        for m, style in lines:
             found = [(r, next((x for x in summary if x["strategy"] == strategy and x["ratio"] == r and x["method"] == m
                                and x["split"] == "test"), None)) for r in ratios]
             # kmeans-linked has no value at ratio 1 (no links): plot the ratios a method has
@@ -174,10 +212,10 @@ def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[flo
                 continue
             ax.errorbar([r for r, _ in points], [x[f"{metric}_mean"] for _, x in points],
                         yerr=[x[f"{metric}_std"] for _, x in points], fmt=style, color=colour, capsize=3,
-                        label=f"{m}, {strategy}", alpha=1.0 if m == method else 0.6)
+                        label=f"{m}, {strategy}" if baselines else strategy, alpha=1.0 if m == method else 0.6)
     ax.set_xlabel("ratio of training pairs unpaired")
-    ax.set_ylabel(f"test {metric.upper()}")
-    ax.set_title(f"{method}: test {metric.upper()} against unpairing ratio")
+    ax.set_ylabel(f"test {_label(metric)}")
+    ax.set_title(f"{method}: test {_label(metric)} against unpairing ratio", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

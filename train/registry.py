@@ -155,7 +155,11 @@ class Method:
     figures go beside them); false for retrieval methods. ``check(data, ctx)`` (optional) refuses
     a benchmark the method cannot use before any work, with a one-line :class:`DataError`.
     ``shared_dim``: every modality must have one feature dimension (``mixbench run`` refuses
-    ``[embed] dim = 0`` on modalities of different dims right after prep, not at train)."""
+    ``[embed] dim = 0`` on modalities of different dims right after prep, not at train).
+    ``load(store, device, options)`` (optional) loads the store the method's own way (retrieval
+    methods: the query/database protocol, multi-hot labels); default ``BenchmarkData.from_store``.
+    What it returns must have ``modalities``, ``classes``, ``dims``, ``splits`` (each with
+    ``n(modality)``) and ``warnings``."""
 
     name: str
     run: Callable[[BenchmarkData, RunContext], MethodResult]
@@ -165,6 +169,7 @@ class Method:
     family: str = ""
     check: Callable[[BenchmarkData, RunContext], None] | None = None
     shared_dim: bool = False
+    load: Callable[[Any, torch.device, Config], Any] | None = None
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -124,12 +124,14 @@ def _train(
     entry = lineage_entry("train", conf, inputs, seed=cfg.seed)
     device = resolve_device(cfg.device)
     method = get_method(cfg.method)
-    data = BenchmarkData.from_store(store, device=device)
-    ctx = RunContext(cfg=cfg, options=method_options(cfg), device=device, out=out, runlog=None,
+    options = method_options(cfg)
+    data = (method.load(store, device, options) if method.load is not None
+            else BenchmarkData.from_store(store, device=device))
+    ctx = RunContext(cfg=cfg, options=options, device=device, out=out, runlog=None,
                      checkpoint_dir=out / "checkpoints", input_sha256=store.manifest_sha256)
     if method.check is not None:
         method.check(data, ctx)
-    warnings = check_data(data, store)
+    warnings = check_data(data, store) if isinstance(data, BenchmarkData) else list(data.warnings)
     _prepare_run_dir(out, cfg, data, store.manifest_sha256, overwrite=overwrite)
 
     runlog = RunLog(out)
