@@ -1,19 +1,27 @@
-"""Wall time and accuracy of the full faithful DM2C protocol on the Wikipedia benchmark.
+"""Wall time and accuracy of the full faithful DM2C protocol on the Wikipedia benchmark, beside the
+reference code measured in the same run.
 
 The benchmark is built through the real stages, as the default recipe does: prep (data/wikipedia)
 → embed (PCA to 10 dims, whiten = the reference's ``std10`` input) → unpair (ratio 1, test_ratio 1,
 drop, random); or ``--store`` names an existing benchmark store. Then, for each seed, the whole
 protocol (AE pre-training 2 × 150 epochs, 220 joint epochs with an evaluation every epoch) runs
 in-process, and the script prints the time of each part (pre-training per modality, joint training
-steps, evaluation embedding, k-means, metrics), the final-epoch test ACC / NMI (mean ± sample std
-over seeds), and the speed-up over the reference code's measured time on that machine class
-(research/reference-dm2c.md §5: 366.7 s on an H100 machine; §10: 428.8 s in-process on a 2-core CPU).
+steps, evaluation embedding, k-means, metrics) and the final-epoch test ACC / NMI (mean ± sample
+std over seeds).
 
-    python bench/dm2c.py                      # 1 seed, full protocol, device auto
-    python bench/dm2c.py --seeds 3 --out bench-dm2c.json
-    python bench/dm2c.py --quick              # short schedule (a smoke run; timings not comparable)
+With ``--reference DIR`` (a checkout of jiangyangby/DM2C, never vendored: e.g. ``git clone
+https://github.com/jiangyangby/DM2C``) the reference code runs the same protocol on the same store,
+exported in its own format, in a child process on the same machine right after ours
+(``bench/dm2c_reference.py``), and the speed-up is that measured ratio. Without it no ratio is
+printed: a reference time recorded on another processor or GPU says nothing about this one.
 
-Run it alone on the machine: timings taken while other work loads the cores mean nothing.
+    python bench/dm2c.py                                  # 1 seed, full protocol, device auto
+    python bench/dm2c.py --reference ../DM2C              # and the reference, side by side
+    python bench/dm2c.py --seeds 5 --out bench-dm2c.json
+    python bench/dm2c.py --quick                          # short schedule (a smoke run)
+
+Timings taken while other work loads the cores are noisy: the script records the load average
+before and after, and a ratio measured in one run is fair only if the load stayed the same.
 """
 
 from __future__ import annotations
@@ -28,16 +36,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # the packages (embed, train, ...) before this folder's scripts of the same name
 
 log = logging.getLogger("bench.dm2c")
 
-REFERENCE_SECONDS = {"cuda": 366.7, "cpu": 428.8}
-"""The reference code's full protocol, one seed, in-process (reference-dm2c.md §5 and §10)."""
 REFERENCE_ACC = (0.319, 0.020)
 REFERENCE_NMI = (0.172, 0.022)
+"""The reference code's final-epoch test ACC / NMI on this benchmark, 3 seeds (for context only)."""
 PARTS = ("pretrain-image", "pretrain-text", "joint-train", "eval-embed", "kmeans", "metrics")
+REF_PARTS = ("pretrain-img", "pretrain-txt", "joint-train", "eval-embed", "kmeans", "metrics")
 QUICK = {"pretrain_epochs": 10, "epochs": 10, "n_init": 5}
 
 
@@ -67,6 +74,45 @@ def run_seed(data: Any, seed: int, device: str, overrides: dict[str, Any]) -> di
             "threads": model.trainer_.intra_op_threads()}
 
 
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def run_reference(ref: Path, store: Path, work: Path, seed: int, schedule: dict[str, int], device: Any) -> dict[str, Any]:
+    """The reference code on ``store`` in a child process (``bench/dm2c_reference.py``); adds the
+    child's wall time (interpreter start-up included) as ``wall``."""
+    import os
+    import subprocess
+
+    from mixbench.store.export import export_store
+
+    data = work / "ref-data"
+    if not (data / "export.json").exists():
+        export_store(store, data, "dm2c", overwrite=True)
+    out = work / f"ref-seed{seed}.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, str(REPO / "bench" / "dm2c_reference.py"), "--reference", str(ref), "--data", str(data),
+           "--work", str(work / f"ref-seed{seed}"), "--seed", str(seed), "--out", str(out),
+           "--pretrain-epochs", str(schedule["pretrain_epochs"]), "--epochs", str(schedule["epochs"]),
+           "--n-init", str(schedule["n_init"])]
+    env = dict(os.environ)
+    if device.type != "cuda":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the reference uses CUDA whenever it sees a GPU
+    log_path = work / f"ref-seed{seed}.log"
+    t0 = time.perf_counter()
+    with open(log_path, "w") as fh:
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"the reference run failed (exit {rc}); its output is in {log_path}")
+    result = json.loads(out.read_text())
+    result["wall"] = wall
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", type=Path, help="an existing benchmark store (default: build one under --work)")
@@ -75,9 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--quick", action="store_true", help=f"short schedule {QUICK} (smoke run)")
+    p.add_argument("--pretrain-epochs", type=int, help="override the pre-training epochs (both sides)")
+    p.add_argument("--epochs", type=int, help="override the joint epochs (both sides)")
+    p.add_argument("--reference", type=Path, metavar="DIR",
+                   help="a checkout of jiangyangby/DM2C: run it on the same store in this run and print the measured ratio")
+    p.add_argument("--reference-seeds", type=int, default=1, help="seeds 0..N-1 for the reference (default 1)")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.reference is not None and not (args.reference / "code" / "model.py").is_file():
+        p.error(f"--reference {args.reference}: no code/model.py there; pass a checkout of jiangyangby/DM2C")
 
     t0 = time.perf_counter()
     import torch
@@ -94,11 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     store = args.store or build_benchmark(args.work, args.wikipedia)
     device = resolve_device(args.device)
     data = BenchmarkData.from_store(store, device=device)
-    overrides = dict(QUICK) if args.quick else {}
+    overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
+    if args.pretrain_epochs is not None:
+        overrides["pretrain_epochs"] = args.pretrain_epochs
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    schedule = {"pretrain_epochs": 150, "epochs": 220, "n_init": 20, **overrides}
+    full = schedule == {"pretrain_epochs": 150, "epochs": 220, "n_init": 20}
     rows = {s: {m: t.n(m) for m in data.modalities} for s, t in data.splits.items()}
     print(f"benchmark: {store}  rows {rows}  dims {data.dims}")
     print(f"device: {device_name(device)}  torch {torch.__version__}  schedule: "
-          f"{'quick ' + str(QUICK) if args.quick else 'full (150 + 150 pre-training, 220 joint, eval every epoch)'}")
+          f"{'full (150 + 150 pre-training, 220 joint, eval every epoch)' if full else schedule}")
+    load_before = loadavg()
+    print(f"load average before: {load_before}")
 
     results = []
     for seed in range(args.seeds):
@@ -111,23 +172,44 @@ def main(argv: list[str] | None = None) -> int:
     accs = [r["test"]["acc"] for r in results]
     nmis = [r["test"]["nmi"] for r in results]
     sd = (lambda v: statistics.stdev(v) if len(v) > 1 else float("nan"))
-    ref = REFERENCE_SECONDS["cuda" if device.type == "cuda" else "cpu"]
     mean_s = statistics.fmean(secs)
+    ours_total = mean_s + import_s
     print()
-    print(f"protocol wall time: {mean_s:.2f} s per seed (min {min(secs):.2f}); imports {import_s:.2f} s once")
+    print(f"mixbench: protocol {mean_s:.2f} s per seed (min {min(secs):.2f}); imports {import_s:.2f} s once; "
+          f"protocol + imports {ours_total:.2f} s")
     print(f"final-epoch test ACC {statistics.fmean(accs):.4f} ± {sd(accs):.4f}, NMI {statistics.fmean(nmis):.4f} ± {sd(nmis):.4f}"
-          f"  (reference: ACC {REFERENCE_ACC[0]} ± {REFERENCE_ACC[1]}, NMI {REFERENCE_NMI[0]} ± {REFERENCE_NMI[1]})")
-    if args.quick:
-        print("quick schedule: the ratio below is not a comparison with the reference protocol")
-    total = mean_s + import_s  # the reference's figure includes its imports (4-5 s)
-    print(f"speed-up vs the reference on this machine class ({'H100 machine' if device.type == 'cuda' else '2-core CPU'}, "
-          f"{ref} s incl. imports): {ref / total:.1f}x (protocol + imports {total:.2f} s)  [device: {device_name(device)}]")
+          f"  (reference, recorded: ACC {REFERENCE_ACC[0]} ± {REFERENCE_ACC[1]}, NMI {REFERENCE_NMI[0]} ± {REFERENCE_NMI[1]})")
+
+    reference: dict[str, Any] | None = None
+    if args.reference is not None:
+        refs = []
+        for seed in range(args.reference_seeds):
+            rr = run_reference(args.reference.resolve(), Path(store), args.work.resolve(), seed, schedule, device)
+            refs.append(rr)
+            rs = rr["seconds"]
+            parts = "  ".join(f"{k} {rs.get(k, 0.0):.2f}" for k in REF_PARTS)
+            print(f"reference seed {seed}: wall {rr['wall']:.2f} s, in-process {rs['in-process']:.2f} s "
+                  f"(imports {rs['imports']:.2f}  {parts})  test ACC {rr['test']['acc']:.4f} NMI {rr['test']['nmi']:.4f}")
+        ref_wall = statistics.fmean(r["wall"] for r in refs)
+        ref_inproc = statistics.fmean(r["seconds"]["in-process"] for r in refs)
+        reference = {"dir": str(args.reference), "seeds": refs, "mean_wall": ref_wall, "mean_in_process": ref_inproc,
+                     "speedup_wall": ref_wall / ours_total, "speedup_protocol": ref_inproc / mean_s}
+        print(f"speed-up, measured in this run on {device_name(device)}: {ref_wall / ours_total:.1f}x wall-clock "
+              f"(reference {ref_wall:.2f} s incl. interpreter start-up and imports, mixbench {ours_total:.2f} s incl. "
+              f"imports); {ref_inproc / mean_s:.1f}x in-process (reference {ref_inproc:.2f} s incl. imports, mixbench "
+              f"protocol {mean_s:.2f} s)")
+    else:
+        print("speed-up: not measured (pass --reference DIR, a checkout of jiangyangby/DM2C, to run it side by side)")
+    if not full:
+        print(f"schedule {schedule}: not the full protocol")
+    load_after = loadavg()
+    print(f"load average after: {load_after}")
     if args.out:
         args.out.write_text(json.dumps({
-            "store": str(store), "device": device_name(device), "quick": args.quick, "overrides": overrides,
-            "seeds": results, "mean_seconds": mean_s, "import_seconds": import_s, "reference_seconds": ref,
-            "speedup": ref / total,
+            "store": str(store), "device": device_name(device), "schedule": schedule, "full_protocol": full,
+            "overrides": overrides, "seeds": results, "mean_seconds": mean_s, "import_seconds": import_s,
             "test_acc": [statistics.fmean(accs), sd(accs)], "test_nmi": [statistics.fmean(nmis), sd(nmis)],
+            "reference": reference, "loadavg": {"before": load_before, "after": load_after},
         }, indent=2, default=str))
     return 0
 
