@@ -15,16 +15,23 @@ Cases
     tol 5e-5 — sklearn ``KMeans(10, n_init=20, max_iter=1000, tol=5e-5)``, as DM2C's evaluation.
 (b) ``make_blobs(N, 128, centers=100, cluster_std=1, random_state=0)``, k = 100: N = 1,000,000
     on an accelerator, 200,000 on a CPU (the reference anchors' size), 3 restarts each.
+(c) mid-size, many restarts: ``make_blobs(20000, 16, centers=50, cluster_std=1, random_state=0)``,
+    k = 50, 150 restarts (shallow rows, a large restart batch: the size where scikit-learn's
+    sequential, cache-sized restarts beat the batched torch program on CPU).
 
-Methods: ``ours`` (``train.kmeans.KMeans``, backend torch, on ``--device``), ``sklearn``
+Methods: ``ours`` (``train.kmeans.KMeans``, backend torch, on ``--device``), ``auto``
+(``train.kmeans.KMeans`` with ``backend="auto"``, what mixbench uses; run only where it picks
+another backend than torch, else it is ``ours``), ``sklearn``
 (``sklearn.cluster.KMeans``, lloyd), ``faiss`` (``faiss.Kmeans`` with ``niter = max_iter``,
 ``nredo = n_init``, k-means++ seeding, no subsampling; faiss stops a redo once its objective
 stops improving, so ``niter`` is a cap). Ratios are against sklearn: ``speed-up`` = sklearn
-time / method time, ``inertia ratio`` = method inertia / sklearn inertia.
+time / method time, ``inertia ratio`` = method inertia / sklearn inertia. ``iterations``: Lloyd
+iterations of the kept restart (median over repeats; FAISS: not reported, ``-``).
 
     python bench/kmeans.py                      # both cases, full sizes for the device
     python bench/kmeans.py --quick              # a small CPU run (case b at 20,000 × 32, k = 20)
     python bench/kmeans.py --device cuda --case b --repeats 3
+    python bench/kmeans.py --case c --repeats 3
 
 The targets (for a GPU machine): (a) ≥ 20× sklearn at equal inertia (±0.1 %); (b) faster than
 FAISS while reaching sklearn's inertia (±1 %).
@@ -106,26 +113,32 @@ def inertia64(x: np.ndarray, centres: np.ndarray, chunk: int = 16384) -> float:
 # --------------------------------------------------------------------------------------------
 # methods: each returns (seconds, centres as numpy)
 # --------------------------------------------------------------------------------------------
-def run_ours(x_dev: torch.Tensor, k: int, n_init: int, seed: int, check_every: int | None = None) -> tuple[float, np.ndarray]:
+Run = tuple[float, np.ndarray, int | None]
+"""(seconds, final centres, Lloyd iterations of the kept restart or None)."""
+
+
+def run_ours(x_dev: torch.Tensor, k: int, n_init: int, seed: int, check_every: int | None = None,
+             backend: str = "torch") -> Run:
     dev = x_dev.device
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
-    km = KMeans(k, n_init=n_init, max_iter=MAX_ITER, tol=TOL, seed=seed, backend="torch", check_every=check_every).fit(x_dev)
+    km = KMeans(k, n_init=n_init, max_iter=MAX_ITER, tol=TOL, random_state=seed, backend=backend,
+                check_every=check_every).fit(x_dev)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    return time.perf_counter() - t0, km.cluster_centers_.cpu().numpy()
+    return time.perf_counter() - t0, km.cluster_centers_.cpu().numpy(), int(km.n_iter_)
 
 
-def run_sklearn(x: np.ndarray, k: int, n_init: int, seed: int) -> tuple[float, np.ndarray]:
+def run_sklearn(x: np.ndarray, k: int, n_init: int, seed: int) -> Run:
     from sklearn.cluster import KMeans as SKKMeans
 
     t0 = time.perf_counter()
     km = SKKMeans(k, n_init=n_init, max_iter=MAX_ITER, tol=TOL, random_state=seed).fit(x)
-    return time.perf_counter() - t0, km.cluster_centers_
+    return time.perf_counter() - t0, km.cluster_centers_, int(km.n_iter_)
 
 
-def run_faiss(x: np.ndarray, k: int, n_init: int, seed: int) -> tuple[float, np.ndarray]:
+def run_faiss(x: np.ndarray, k: int, n_init: int, seed: int) -> Run:
     import faiss
 
     km = faiss.Kmeans(
@@ -134,17 +147,17 @@ def run_faiss(x: np.ndarray, k: int, n_init: int, seed: int) -> tuple[float, np.
     )
     t0 = time.perf_counter()
     km.train(x)
-    return time.perf_counter() - t0, np.asarray(km.centroids)
+    return time.perf_counter() - t0, np.asarray(km.centroids), None
 
 
 def make_data(spec: dict[str, Any]) -> np.ndarray:
     """The matrix of a case, from its description (rebuilt identically in every worker)."""
     if spec["case"] == "a":
         return wikipedia_8d(Path(spec["wikipedia"]))
-    return blobs(spec["rows"], spec["dim"], spec["k"])
+    return blobs(spec["rows"], spec["dim"], spec.get("centers", spec["k"]))
 
 
-def worker(method: str, spec: dict[str, Any], device: str, repeats: int, check_every: int | None) -> list[tuple[float, np.ndarray]]:
+def worker(method: str, spec: dict[str, Any], device: str, repeats: int, check_every: int | None) -> list[Run]:
     """One method on one case, in a fresh process: a warm-up, then ``repeats`` timed seeds.
 
     Separate processes matter: in one process, scikit-learn's OpenMP threads and torch's thread
@@ -155,7 +168,10 @@ def worker(method: str, spec: dict[str, Any], device: str, repeats: int, check_e
     k, n_init = spec["k"], spec["n_init"]
     if method == "ours":
         x_dev = torch.as_tensor(x).to(resolve_device(device))
-        fn: Callable[[int], tuple[float, np.ndarray]] = lambda s: run_ours(x_dev, k, n_init, s, check_every)
+        fn: Callable[[int], Run] = lambda s: run_ours(x_dev, k, n_init, s, check_every)
+    elif method == "auto":
+        x_dev = torch.as_tensor(x).to(resolve_device(device))
+        fn = lambda s: run_ours(x_dev, k, n_init, s, check_every, backend="auto")
     elif method == "sklearn":
         fn = lambda s: run_sklearn(x, k, n_init, s)
     else:
@@ -176,15 +192,23 @@ def run_case(
         if m == "faiss" and importlib.util.find_spec("faiss") is None:
             log.warning("faiss is not installed (pip install faiss-cpu): skipped.")
             continue
+        if m == "auto":
+            chosen = auto_backend(len(x), x.shape[1], spec["k"], spec["n_init"], device)
+            out["auto_backend"] = chosen
+            if chosen == "torch":
+                log.info("case %s: auto picks torch (= ours); not run twice", spec["case"])
+                continue
         log.info("case %s: %s ...", spec["case"], m)
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             runs = pool.submit(worker, m, spec, str(device), repeats, check_every).result()
-        times = [sec for sec, _ in runs]
-        inertias = [inertia64(x, centres) for _, centres in runs]
+        times = [sec for sec, _, _ in runs]
+        inertias = [inertia64(x, centres) for _, centres, _ in runs]
+        iters = [it for _, _, it in runs if it is not None]
         for seed, (sec, inert) in enumerate(zip(times, inertias)):
             log.info("%s seed %d: %.4f s, inertia %.6g", m, seed, sec, inert)
         out["results"][m] = {
-            "time_s": statistics.median(times), "inertia": statistics.median(inertias), "times": times, "inertias": inertias
+            "time_s": statistics.median(times), "inertia": statistics.median(inertias), "times": times, "inertias": inertias,
+            "iterations": statistics.median(iters) if iters else None, "iterations_all": iters,
         }
     ref = out["results"].get("sklearn")
     for m, r in out["results"].items():
@@ -194,29 +218,38 @@ def run_case(
     return out
 
 
+def auto_backend(n: int, d: int, k: int, n_init: int, device: torch.device) -> str:
+    """The backend ``KMeans(backend="auto")`` picks for this case on ``device``."""
+    from train.kmeans import sklearn_is_faster
+
+    return "sklearn" if device.type == "cpu" and sklearn_is_faster(n, d, k, n_init) else "torch"
+
+
 def table(case: dict[str, Any]) -> str:
     lines = [
         (f"case ({case['case']}): {case['rows']:,} × {case['dim']}, k = {case['k']}, n_init = {case['n_init']}, "
          f"max_iter = {MAX_ITER}, tol = {TOL}"),
-        "| method | time (s, median) | speed-up vs sklearn | inertia (median) | inertia ratio vs sklearn |",
-        "|---|---|---|---|---|",
+        "| method | time (s, median) | speed-up vs sklearn | inertia (median) | inertia ratio vs sklearn | iterations (median) |",
+        "|---|---|---|---|---|---|",
     ]
     for m, r in case["results"].items():
         sp = f"{r['speedup_vs_sklearn']:.2f}×" if "speedup_vs_sklearn" in r else "-"
         ir = f"{r['inertia_ratio_vs_sklearn']:.5f}" if "inertia_ratio_vs_sklearn" in r else "-"
-        lines.append(f"| {m} | {r['time_s']:.4f} | {sp} | {r['inertia']:.6g} | {ir} |")
+        it = f"{r['iterations']:g}" if r.get("iterations") is not None else "-"
+        name = f"auto ({case.get('auto_backend')})" if m == "auto" else m
+        lines.append(f"| {name} | {r['time_s']:.4f} | {sp} | {r['inertia']:.6g} | {ir} | {it} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--case", choices=["a", "b", "all"], default="all", help="which case to run")
+    p.add_argument("--case", choices=["a", "b", "c", "all"], default="all", help="which case to run")
     p.add_argument("--device", default="auto", help="device of ours: auto (CUDA when present), cpu, cuda, cuda:1")
     p.add_argument("--quick", action="store_true", help="small CPU-sized run: case (b) at 20,000 × 32, k = 20; 2 repeats")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 5 for a, 3 for b; quick: 2)")
-    p.add_argument("--rows", type=int, default=None, help="rows of case (b) (default: 1,000,000 on an accelerator, 200,000 on CPU)")
-    p.add_argument("--n-init", type=int, default=None, help="restarts of case (b) (default 3)")
-    p.add_argument("--methods", default="ours,sklearn,faiss", help="comma-separated subset of ours,sklearn,faiss")
+    p.add_argument("--rows", type=int, default=None, help="rows of case (b) (default: 1,000,000 on an accelerator, 200,000 on CPU) and of case (c) (20,000)")
+    p.add_argument("--n-init", type=int, default=None, help="restarts of case (b) (default 3) and of case (c) (150)")
+    p.add_argument("--methods", default="ours,auto,sklearn,faiss", help="comma-separated subset of ours,auto,sklearn,faiss")
     p.add_argument("--wikipedia", default=str(REPO / "data" / "wikipedia"), help="folder of the Wikipedia files (case a)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of every method (OMP/MKL/OpenBLAS and torch; default: the libraries' own, "
@@ -234,9 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = set(methods) - {"ours", "sklearn", "faiss"}
+    bad = set(methods) - {"ours", "auto", "sklearn", "faiss"}
     if bad:
-        p.error(f"--methods: unknown {sorted(bad)}; choose from ours, sklearn, faiss")
+        p.error(f"--methods: unknown {sorted(bad)}; choose from ours, auto, sklearn, faiss")
     env = {
         "python": platform.python_version(), "torch": torch.__version__, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
@@ -271,6 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick and device.type == "cpu" and args.rows is None:
             print(f"case (b) on CPU: {n:,} × {d} with n_init = {n_init} (1,000,000 × 128 is meant for an accelerator)")
         spec = {"case": "b", "rows": n, "dim": d, "k": k, "n_init": n_init}
+        reps = args.repeats or (2 if args.quick else 3)
+        results.append(run_case(spec, device, methods, reps, args.check_every))
+        print(table(results[-1]))
+    if args.case in ("c", "all"):
+        n, d, k = (args.rows or (2_000 if args.quick else 20_000)), 16, 50
+        n_init = args.n_init or (15 if args.quick else 150)
+        spec = {"case": "c", "rows": n, "dim": d, "k": k, "centers": 50, "n_init": n_init}
         reps = args.repeats or (2 if args.quick else 3)
         results.append(run_case(spec, device, methods, reps, args.check_every))
         print(table(results[-1]))

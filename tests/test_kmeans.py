@@ -215,6 +215,43 @@ def test_params_are_stored_as_given() -> None:
         km.set_params(ninit=2)
 
 
+def test_random_state_is_sklearns_name_for_seed(wiki8: np.ndarray, fitted: KMeans) -> None:
+    by_name = KMeans(10, n_init=20, max_iter=1000, tol=5e-5, random_state=0, device="cpu").fit(wiki8)
+    np.testing.assert_array_equal(by_name.labels_, fitted.labels_)
+    seven = KMeans(10, n_init=2, random_state=7, device="cpu").fit(wiki8)
+    np.testing.assert_array_equal(seven.cluster_centers_, KMeans(10, n_init=2, seed=7, device="cpu").fit(wiki8).cluster_centers_)
+    assert KMeans(3, random_state=4).get_params()["random_state"] == 4
+    with pytest.raises(ConfigError, match="seed = 1 and random_state = 2 disagree"):
+        KMeans(3, seed=1, random_state=2).fit(wiki8)
+    with pytest.raises(ConfigError, match="'random_state' parameter of KMeans must be an int or None"):
+        KMeans(3, random_state=np.random.RandomState(0)).fit(wiki8)
+
+
+def test_sklearn_backend_and_the_auto_rule(wiki8: np.ndarray, fitted: KMeans) -> None:
+    with threadpool_limits(1):
+        km = KMeans(10, n_init=20, max_iter=1000, tol=5e-5, seed=0, backend="sklearn").fit(wiki8)
+        sk = SKKMeans(10, n_init=20, max_iter=1000, tol=5e-5, random_state=0).fit(wiki8)
+        xt = torch.from_numpy(wiki8)
+        kt = KMeans(10, n_init=2, seed=3, backend="sklearn").fit(xt)
+    # scikit-learn's own result, in this class's attributes
+    np.testing.assert_array_equal(km.cluster_centers_, sk.cluster_centers_)
+    np.testing.assert_array_equal(km.labels_, sk.labels_)
+    assert km.backend_ == "sklearn" and km.n_iter_ == sk.n_iter_ and km.converged_
+    assert km.inertia_ == pytest.approx(sk.inertia_, rel=1e-5)
+    assert km.inertia_ <= fitted.inertia_ * 1.001 and fitted.inertia_ <= km.inertia_ * 1.001
+    np.testing.assert_array_equal(km.predict(wiki8), km.labels_)
+    assert isinstance(kt.labels_, torch.Tensor) and torch.equal(kt.predict(xt), kt.labels_)
+    # auto: torch for DM2C's evaluation size and for deep rows; scikit-learn for many restarts of shallow rows
+    assert not km_mod.sklearn_is_faster(2173, 8, 10, 20)
+    assert not km_mod.sklearn_is_faster(200_000, 128, 100, 3)
+    assert km_mod.sklearn_is_faster(20_000, 16, 50, 150)
+    assert fitted.backend_ == "torch"
+    small = np.ascontiguousarray(wiki8[:1200])
+    with threadpool_limits(1):
+        auto = KMeans(50, n_init=150, max_iter=50, seed=0, device="cpu").fit(small)  # 1200·50·150 ≥ 2²³
+    assert auto.backend_ == "sklearn"
+
+
 def test_faiss_backend(wiki8: np.ndarray, fitted: KMeans) -> None:
     pytest.importorskip("faiss")
     km = KMeans(10, n_init=3, max_iter=300, seed=0, backend="faiss").fit(wiki8)

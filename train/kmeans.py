@@ -40,10 +40,14 @@ How it is computed
 
 Backends
 --------
-``backend="torch"`` is the above. ``backend="faiss"`` calls ``faiss.Kmeans`` (faiss-cpu, an
+``backend="torch"`` is the above. ``backend="sklearn"`` calls scikit-learn's ``KMeans`` (Lloyd,
+same settings, ``random_state = seed``) on the host and converts its result (labels and inertia
+recomputed at its centres as above). ``backend="faiss"`` calls ``faiss.Kmeans`` (faiss-cpu, an
 optional dependency; k-means++ or random seeding, ``niter = max_iter``, ``nredo = n_init``, no
-subsampling; faiss has no ``tol``) for comparison. ``"auto"`` picks ``"torch"`` in every case:
-FAISS qualifies only where it reaches scikit-learn's inertia within 1 %, and it does not on
+subsampling; faiss has no ``tol``) for comparison. ``"auto"`` picks ``"torch"`` on accelerators
+and for explicit initial centres; on CPU it picks ``"sklearn"`` where that is faster
+(:func:`sklearn_is_faster`: many restarts of shallow rows), so that it is never slower than
+scikit-learn there. It never picks FAISS: FAISS qualifies only where it reaches scikit-learn's inertia within 1 %, and it does not on
 clustered data. Measured with bench/kmeans.py (inertia recomputed the same way for all,
 2-core CPU, faiss-cpu 1.15.1):
 
@@ -81,7 +85,7 @@ from mixbench.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 INITS = ("k-means++", "random")
-BACKENDS = ("auto", "torch", "faiss")
+BACKENDS = ("auto", "torch", "sklearn", "faiss")
 _BUDGET = {"cpu": 1 << 24, "cuda": 1 << 26}
 """Elements of one ``B × R·K`` float32 buffer per row chunk (CPU: 64 MiB; CUDA: 256 MiB)."""
 
@@ -393,6 +397,27 @@ def _assign(x: torch.Tensor, centres: torch.Tensor, rows: int, *, inertia: bool)
 
 
 # --------------------------------------------------------------------------------------------
+# backend choice
+# --------------------------------------------------------------------------------------------
+SKLEARN_MAX_DIM = 32
+SKLEARN_MIN_BUFFER = 1 << 23
+
+
+def sklearn_is_faster(n: int, d: int, k: int, n_init: int) -> bool:
+    """Whether scikit-learn's ``KMeans`` fits faster than the torch backend on CPU (``backend="auto"``).
+
+    The torch backend materialises every restart's distances (an ``N × n_init·k`` buffer per
+    iteration) and wins while that buffer stays in cache or the matmul has enough depth (``d``)
+    to be compute-bound; scikit-learn runs restarts one after the other with fused, cache-sized
+    chunks and wins on a large buffer of shallow rows. Measured with bench/kmeans.py (2-core CPU,
+    one process each, medians): 2,173 × 8, k = 10, 20 restarts (buffer 4·10⁵): torch faster;
+    200,000 × 128, k = 100, 3 restarts (6·10⁷, d = 128): torch faster; 20,000 × 16, k = 50,
+    150 restarts (1.5·10⁸, d = 16): scikit-learn faster. Rule: scikit-learn when ``d ≤ 32`` and
+    the buffer holds at least 2²³ elements."""
+    return d <= SKLEARN_MAX_DIM and n * k * n_init >= SKLEARN_MIN_BUFFER
+
+
+# --------------------------------------------------------------------------------------------
 # the estimator
 # --------------------------------------------------------------------------------------------
 class KMeans:
@@ -408,9 +433,13 @@ class KMeans:
     init: ``"k-means++"`` (greedy, 2 + ⌊ln k⌋ trials per centre), ``"random"`` (k distinct rows), or
         a k × D array of starting centres.
     seed: seeds the one ``torch.Generator`` that draws every random number.
+    random_state: scikit-learn's name for ``seed`` (an int; when given, it is the seed; giving both
+        with different values is an error).
     device: ``"auto"`` (the device of a tensor ``X``; for numpy input CUDA when present, else CPU),
         or a device name / ``torch.device`` (the data are moved there).
-    backend: ``"torch"``, ``"faiss"`` (faiss-cpu, for comparison) or ``"auto"`` (see the module doc).
+    backend: ``"torch"``, ``"sklearn"`` (scikit-learn's ``KMeans``, on the host), ``"faiss"``
+        (faiss-cpu, for comparison) or ``"auto"`` (see the module doc: torch, or scikit-learn on CPU
+        for the sizes where it is faster).
     chunk_rows: rows per chunk of the distance computation (default: from a memory budget).
     check_every: Lloyd iterations between host checks for convergence (default: 1 on CPU, 8 on
         accelerators). With 1, the loop syncs every iteration and only then relocates empty
@@ -435,6 +464,7 @@ class KMeans:
         tol: float = 5e-5,
         init: Any = "k-means++",
         seed: int = 0,
+        random_state: int | None = None,
         device: str | torch.device | None = "auto",
         backend: str = "auto",
         chunk_rows: int | None = None,
@@ -447,6 +477,7 @@ class KMeans:
         self.tol = tol
         self.init = init
         self.seed = seed
+        self.random_state = random_state
         self.device = device
         self.backend = backend
         self.chunk_rows = chunk_rows
@@ -489,6 +520,18 @@ class KMeans:
             raise ConfigError(f"The 'tol' parameter of KMeans must be a float in the range [0, inf). Got {self.tol!r} instead.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise ConfigError(f"The 'seed' parameter of KMeans must be an int. Got {self.seed!r} instead.")
+        rs = self.random_state
+        if rs is not None:
+            if isinstance(rs, bool) or not isinstance(rs, (int, np.integer)):
+                raise ConfigError(
+                    f"The 'random_state' parameter of KMeans must be an int or None (a RandomState instance is not "
+                    f"supported: every random number comes from one seeded torch.Generator). Got {rs!r} instead."
+                )
+            if self.seed not in (0, rs):
+                raise ConfigError(
+                    f"KMeans: seed = {self.seed} and random_state = {rs} disagree; give one of them (random_state is "
+                    "scikit-learn's name for seed)."
+                )
         if isinstance(self.init, str) and self.init not in INITS:
             raise ConfigError(f"The 'init' parameter of KMeans must be one of {INITS} or a k × D array. Got {self.init!r} instead.")
         if self.backend not in BACKENDS:
@@ -502,6 +545,11 @@ class KMeans:
         if self.device in (None, "", "auto"):
             return X.device if is_tensor else resolve_device("auto")
         return resolve_device(self.device)
+
+    @property
+    def seed_(self) -> int:
+        """The seed in use: ``random_state`` when given, else ``seed``."""
+        return int(self.random_state if self.random_state is not None else self.seed)
 
     def _rows(self, device: torch.device, width: int, n: int) -> int:
         if self.chunk_rows is not None:
@@ -526,8 +574,10 @@ class KMeans:
             raise DataError("X has 0 features (shape N × 0); k-means needs at least one feature column.")
         explicit = not isinstance(self.init, str)
         start = time.perf_counter()
-        backend = self._choose_backend(t)
-        if backend == "faiss":
+        backend = self._choose_backend(t, is_tensor, explicit)
+        if backend == "sklearn":
+            self._fit_sklearn(t, is_tensor, explicit)
+        elif backend == "faiss":
             if explicit:
                 raise ConfigError("backend = 'faiss' takes init = 'k-means++' or 'random', not explicit centres; use backend = 'torch'.")
             self._fit_faiss(t, is_tensor)
@@ -551,10 +601,49 @@ class KMeans:
         )
         return self
 
-    def _choose_backend(self, t: torch.Tensor) -> str:
-        if self.backend == "auto":
+    def _choose_backend(self, t: torch.Tensor, is_tensor: bool, explicit: bool) -> str:
+        if self.backend != "auto":
+            return self.backend
+        if self._device_for(t, is_tensor).type != "cpu" or explicit:
             return "torch"
-        return self.backend
+        n, d = t.shape
+        restarts = int(self.n_init)
+        return "sklearn" if sklearn_is_faster(n, d, int(self.n_clusters), restarts) else "torch"
+
+    def _fit_sklearn(self, t: torch.Tensor, is_tensor: bool, explicit: bool) -> None:
+        """scikit-learn's ``KMeans`` (Lloyd) with the same settings, seeded with ``seed``; the result
+        is converted to this class's attributes (``inertias_``/``n_iters_``: the kept restart only,
+        scikit-learn keeps no others)."""
+        from sklearn.cluster import KMeans as SKKMeans
+
+        dev = t.device if is_tensor else torch.device("cpu")
+        in_dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
+        x = t.detach().cpu().to(in_dtype)
+        _check_finite(x, "X")
+        init: Any = self.init
+        if explicit:
+            init = np.asarray(self.init, dtype=x.numpy().dtype)
+        km = SKKMeans(int(self.n_clusters), init=init, n_init=1 if explicit else int(self.n_init),
+                      max_iter=int(self.max_iter), tol=float(self.tol), random_state=self.seed_,
+                      algorithm="lloyd").fit(x.numpy())
+        n = x.shape[0]
+        mean = x.sum(0, dtype=torch.float64) / n
+        centres = torch.from_numpy(np.ascontiguousarray(km.cluster_centers_))
+        cc = (centres.to(torch.float64) - mean).to(torch.float32)
+        xc = _centre(x, mean)
+        labels, inertia = _assign(xc, cc, self._rows(torch.device("cpu"), cc.shape[0], n), inertia=True)
+        self.device_ = dev
+        self._mean = mean.to(dev)
+        self._centres = cc.to(dev)
+        self.cluster_centers_ = centres.to(dev, in_dtype) if is_tensor else km.cluster_centers_.astype(
+            np.float64 if in_dtype == torch.float64 else np.float32
+        )
+        self.labels_ = _out_kind(labels.to(dev), is_tensor)
+        self.inertia_ = inertia
+        self.inertias_ = np.array([inertia])
+        self.n_iter_ = int(km.n_iter_)
+        self.n_iters_ = np.array([self.n_iter_])
+        self.converged_ = self.n_iter_ < int(self.max_iter)
 
     def _fit_torch(self, t: torch.Tensor, is_tensor: bool, explicit: bool) -> None:
         dev = self._device_for(t, is_tensor)
@@ -567,7 +656,7 @@ class KMeans:
         x = _centre(x, mean)
         xx = (x * x).sum(1)
         tol_abs = float(self.tol) * float(xx.sum(dtype=torch.float64)) / (n * d)
-        gen = torch.Generator(device="cpu").manual_seed(int(self.seed))
+        gen = torch.Generator(device="cpu").manual_seed(self.seed_)
 
         if explicit:
             c0, _ = _as_2d(self.init, "init")
@@ -629,7 +718,7 @@ class KMeans:
         xn = np.ascontiguousarray(x.numpy())
         method = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS if self.init == "k-means++" else faiss.ClusteringInitMethod_RANDOM
         km = faiss.Kmeans(
-            d, k, niter=int(self.max_iter), nredo=int(self.n_init), seed=int(self.seed) & 0x7FFFFFFF,
+            d, k, niter=int(self.max_iter), nredo=int(self.n_init), seed=self.seed_ & 0x7FFFFFFF,
             max_points_per_centroid=max(256, -(-n // k) + 1), init_method=method, verbose=False,
         )
         km.train(xn)
