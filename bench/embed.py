@@ -39,8 +39,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # before bench/, so that `embed` is the package, not this file
+sys.path.insert(0, str(REPO))  # the packages (embed, train, ...) before bench/, whose scripts share their names
 
 from embed.encode import encode_store
 from embed.encoders.base import autocast, resolve_precision, seeded_init

@@ -58,8 +58,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # the packages (embed, train, ...) before bench/, whose scripts share their names
 
 from mixbench.device import resolve_device
 from train.kmeans import KMeans

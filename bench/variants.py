@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # the packages (embed, train, ...) before bench/, whose scripts share their names
 
 # bench/ is on sys.path when a script runs
 from _common import benchmark_store, mean_std, setup_logging

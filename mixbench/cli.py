@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default acc) or, for a retrieval method, map_mean (default), map_i2t, map_t2i, map_at_r_mean, ...")
     p.add_argument("--mode", help="comma-separated unpairing modes to sweep as well (drop,zero,decouple; default: "
                    "the recipe's [unpair] mode only)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="cells trained at a time, each in its own process (results as one at a time; e.g. the core count)")
     p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="override a recipe key")
     _common(p)
 
@@ -316,6 +318,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             metric=args.metric,
             overrides=_parse_set(args.set, staged=True),
             modes=[x for x in args.mode.split(",") if x] if args.mode else None,
+            jobs=args.jobs,
         )
         print(result["table"])
         print(f"\ntable: {result['table_path']}\nplot:  {result['plot_path']}")

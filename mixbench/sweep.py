@@ -58,6 +58,7 @@ def run_sweep(
     method: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     modes: list[str] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run the grid; returns ``{"table", "table_path", "plot_path", "cells"}``.
 
@@ -65,10 +66,11 @@ def run_sweep(
     ``map_mean`` for retrieval methods). ``method``: the row the table leads with and the plot draws (default: the recipe's
     ``[train] method``). ``modes``: unpairing modes to sweep as well (default: the recipe's
     ``[unpair] mode`` alone, cells under ``cells/<strategy>/...``; given: ``cells/<mode>/<strategy>/...``
-    and a mode column)."""
+    and a mode column).
+    ``jobs``: cells run at a time, each in its own worker process (one CPU thread each for the
+    small models, as a solo run uses): the results are those of running them one by one."""
     import embed
     import prep
-    import train
     import unpair
 
     if not isinstance(recipe, Recipe):
@@ -77,6 +79,8 @@ def run_sweep(
         recipe = recipe.with_overrides(overrides)
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: must be at least 1.")
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be at least 1.")
     if metric is not None and metric not in ALL_METRICS:
         raise ConfigError(f"--metric {metric!r}: must be one of {', '.join(ALL_METRICS)}.")
     for m in modes or []:
@@ -101,29 +105,10 @@ def run_sweep(
         prep.prepare(configs["prep"], root / "prep", base_dir=recipe.base_dir, overwrite=True)
         embed.embed(root / "prep", root / "embed", configs["embed"], base_dir=recipe.base_dir, overwrite=True)
 
-        cells: list[dict[str, Any]] = []
         mode_list: list[str | None] = list(modes) if modes else [None]
-        total = len(mode_list) * len(strategies) * len(ratios) * seeds
-        done = 0
-        for mode in mode_list:
-            for strategy in strategies:
-                for ratio in ratios:
-                    for seed in range(seeds):
-                        done += 1
-                        cell = root / "cells" / (mode or "") / strategy / f"r{ratio:g}" / f"s{seed}"
-                        log.info("sweep cell %d/%d: %sstrategy=%s ratio=%g seed=%d", done, total,
-                                 f"mode={mode} " if mode else "", strategy, ratio, seed)
-                        ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed,
-                                                         **({"mode": mode} if mode else {}))
-                        tcfg = configs["train"].replace(seed=seed)
-                        unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
-                        result = train.train(cell / "unpair", cell / "train", tcfg, overwrite=True)
-                        metrics = result["metrics"]
-                        cells.append({
-                            "strategy": strategy, "ratio": ratio, "seed": seed, "run_dir": str(cell / "train"),
-                            "methods": {m: v for m, v in metrics["methods"].items()},
-                            **({"mode": mode} if mode else {}),
-                        })
+        grid = [(mode, strategy, ratio, seed) for mode in mode_list for strategy in strategies
+                for ratio in ratios for seed in range(seeds)]
+        cells = _run_cells(root, configs, grid, jobs)
         if modes:  # one table row group per (mode, strategy): fold the mode into the strategy label
             for c in cells:
                 c["strategy"] = f"{c['mode']} · {c['strategy']}"
@@ -139,6 +124,70 @@ def run_sweep(
         _plot(summary, strategies, ratios, metric, method, plot_path, baselines=not retrieval)
         return {"table": table, "table_path": str(root / "sweep.md"), "plot_path": str(plot_path), "cells": cells,
                 "summary": summary}
+
+
+def _run_cell(root: Path, configs: dict[str, Any], mode: str | None, strategy: str, ratio: float,
+              seed: int) -> dict[str, Any]:
+    """One cell: its unpair store and its training run under
+    ``root/cells/[<mode>/]<strategy>/r<ratio>/s<seed>`` (``mode`` None: the recipe's mode)."""
+    import train
+    import unpair
+
+    cell = root / "cells" / (mode or "") / strategy / f"r{ratio:g}" / f"s{seed}"
+    ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed, **({"mode": mode} if mode else {}))
+    tcfg = configs["train"].replace(seed=seed)
+    unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
+    result = train.train(cell / "unpair", cell / "train", tcfg, overwrite=True)
+    metrics = result["metrics"]
+    return {
+        "strategy": strategy, "ratio": ratio, "seed": seed, "run_dir": str(cell / "train"),
+        "methods": {m: v for m, v in metrics["methods"].items()},
+        "seconds": metrics.get("wall_time", {}).get("total"),
+        "peak_rss_mib": _peak_rss_mib(),
+        **({"mode": mode} if mode else {}),
+    }
+
+
+def _peak_rss_mib() -> float | None:
+    """Peak resident memory of this process so far (the worker's, with ``jobs`` > 1), in MiB."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _cell_worker(args: tuple[Path, dict[str, Any], str | None, str, float, int]) -> dict[str, Any]:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return _run_cell(*args)
+
+
+def _run_cells(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]],
+               jobs: int) -> list[dict[str, Any]]:
+    """Every cell ``(mode, strategy, ratio, seed)`` of ``grid`` (in grid order), ``jobs`` at a time."""
+    total = len(grid)
+    if jobs == 1 or total == 1:
+        cells = []
+        for done, (mode, strategy, ratio, seed) in enumerate(grid, 1):
+            log.info("sweep cell %d/%d: %sstrategy=%s ratio=%g seed=%d", done, total,
+                     f"mode={mode} " if mode else "", strategy, ratio, seed)
+            cells.append(_run_cell(root, configs, mode, strategy, ratio, seed))
+        return cells
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    log.info("sweep: %d cells, %d at a time", total, jobs)
+    results: dict[int, dict[str, Any]] = {}
+    ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=ctx) as pool:
+        futures = {pool.submit(_cell_worker, (root, configs, *cell)): i for i, cell in enumerate(grid)}
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()
+            mode, strategy, ratio, seed = grid[i]
+            log.info("sweep cell %d/%d done: %sstrategy=%s ratio=%g seed=%d", len(results), total,
+                     f"mode={mode} " if mode else "", strategy, ratio, seed)
+    return [results[i] for i in range(total)]
 
 
 def _summarise(cells: list[dict[str, Any]], strategies: list[str], ratios: list[float], method: str) -> list[dict[str, Any]]:
