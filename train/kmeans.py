@@ -291,8 +291,10 @@ def _lloyd_step(x: torch.Tensor, xx: torch.Tensor, centres: torch.Tensor, rows: 
         if mind is not None:
             torch.add(vals.view(r, b), xx[b0:b1], out=mind[:, b0:b1])
         gv.eq_(vals)  # one-hot in place (float 1/0); an exact tie gives a column two 1s
-        if sync_free or float(g.sum(dtype=torch.float64)) != r * b:
+        per_cluster = g.sum(1)  # rows per (cluster, restart) in this chunk: exact small integers
+        if sync_free or float(per_cluster.sum(dtype=torch.float64)) != r * b:
             _first_only(gv)  # keep the first of equal distances, as argmin does
+            per_cluster = g.sum(1)
         if by_index:
             lab = torch.mv(gv.T, kidx).to(torch.long).view(r, b)
             for j in range(r):  # per restart: no R-fold copy of the chunk
@@ -301,7 +303,7 @@ def _lloyd_step(x: torch.Tensor, xx: torch.Tensor, centres: torch.Tensor, rows: 
             counts += torch.bincount(flat, minlength=r * k).to(torch.float64).view(r, k).T.reshape(-1)
         else:
             sums_t.addmm_(xb.T, g.T)
-            counts += g.sum(1)
+            counts += per_cluster
     if not by_index:
         sums = sums_t.T.reshape(k, r, d).transpose(0, 1).contiguous()
     counts = counts.view(k, r).T.contiguous()
