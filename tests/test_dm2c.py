@@ -150,3 +150,37 @@ def test_nan_stops_training_and_keeps_last_checkpoint(wiki_bench: Path, tmp_path
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["phase"] == "pretrain-image" and state["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_fast_sequential_is_nn_sequential_bit_for_bit() -> None:
+    """The layer loop without module-call machinery gives nn.Sequential's outputs, gradients and
+    BatchNorm running statistics exactly, in train and eval mode."""
+    from torch import nn
+
+    from train.dm2c import FastSequential
+
+    gen = torch.Generator().manual_seed(0)
+    fast = DeepAE(10, [32, 16, 8])
+    plain = DeepAE(10, [32, 16, 8])
+    plain.encoder = nn.Sequential(*plain.encoder)
+    plain.decoder = nn.Sequential(*plain.decoder)
+    plain.load_state_dict(fast.state_dict())
+    assert isinstance(fast.encoder, FastSequential) and type(plain.encoder) is nn.Sequential
+    for step in range(3):
+        x = torch.randn(37, 10, generator=gen)
+        outs = []
+        for model in (fast, plain):
+            model.train(step < 2)
+            model.zero_grad()
+            rec, z = model(x)
+            (rec.square().mean() + z.abs().mean()).backward()
+            outs.append((rec, z, [p.grad.clone() for p in model.parameters()], model.state_dict()))
+        (r1, z1, g1, s1), (r2, z2, g2, s2) = outs
+        assert torch.equal(r1, r2) and torch.equal(z1, z2)
+        assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+        assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+    seen = []
+    fast.encoder[0].register_forward_hook(lambda *a: seen.append(1))
+    fast.encoder.__dict__.pop("_plan", None)  # a plan is made on the first call: hooks made later are not seen
+    fast(torch.randn(4, 10, generator=gen))
+    assert seen == [1]  # a module with hooks runs through nn.Sequential
