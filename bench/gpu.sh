@@ -13,7 +13,8 @@
 #   kmeans-b  bench/kmeans.py --case b: 1,000,000 × 128, k = 100 (FAISS too where it imports)
 #   reduce    bench/reduce.py: PCA 200,000 × 1,024 → 256, in memory and streamed from a store
 #   embed     bench/embed.py: ViT-B-32 images/s on generated JPEGs (needs open_clip)
-#   methods   the newer methods' benches, when present (bench/methods.py, bench/mvcln.py, bench/sure.py)
+#   newer     the newer methods' benches, when present: bench/mvcln.py (MvCLN, SURE), bench/retrieval.py,
+#             bench/map.py, bench/textspace.py
 #
 # Packages the device machine lacks (open_clip and its needs, faiss-cpu) travel as wheels in the
 # repo's ignored .whl/ folder (see the device notes: pip download --python-version 3.12 ...); when
@@ -27,7 +28,7 @@ quick=0
 reference=""
 budget=480
 out="${OUT:-}"
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) cpu=1 ;;
@@ -74,11 +75,13 @@ start=$(date +%s)
 steps_file="$work/steps.jsonl"
 : > "$steps_file"
 
+left() { echo $(( budget - ($(date +%s) - start) - 10 )); }  # seconds of the budget left for a step
+
 # run_step NAME LIMIT_S JSON_OR_- CMD...: run CMD under `timeout`, within what is left of the budget
 run_step() {
   local name="$1" limit="$2" json="$3"; shift 3
-  local now left rc t0 t1 status
-  now=$(date +%s); left=$(( budget - (now - start) - 10 ))
+  local left rc t0 t1 status
+  left=$(left)
   if [ "$left" -lt 20 ]; then
     say "$name: skipped (budget of ${budget}s spent)"
     printf '{"step": "%s", "status": "skipped", "reason": "budget spent"}\n' "$name" >> "$steps_file"
@@ -140,7 +143,7 @@ if bench kmeans.py; then
     run_step kmeans-b 90 "$work/kmeans-b.json" "$py" bench/kmeans.py --device "$device" --case b --quick --repeats 1 --threads 1 --methods ours,auto,sklearn --json "$work/kmeans-b.json"
   else
     run_step kmeans-a 90 "$work/kmeans-a.json" "$py" bench/kmeans.py --device "$device" --case a --repeats 3 --json "$work/kmeans-a.json"
-    has faiss || say "kmeans-b: faiss does not import (carry faiss-cpu in .whl/); ours against scikit-learn only"
+    [ "$(left)" -ge 20 ] && ! has faiss && say "kmeans-b: faiss does not import (carry faiss-cpu in .whl/); ours against scikit-learn only"
     run_step kmeans-b 180 "$work/kmeans-b.json" "$py" bench/kmeans.py --device "$device" --case b --rows 1000000 --repeats 2 --json "$work/kmeans-b.json"
   fi
 else
@@ -161,6 +164,8 @@ fi
 # -- embedding -------------------------------------------------------------------------------------
 if ! bench embed.py; then
   skip embed "bench/embed.py missing"
+elif [ "$(left)" -lt 20 ]; then
+  skip embed "budget spent"
 elif ! has open_clip; then
   skip embed "open_clip does not import (carry open_clip_torch and its needs in .whl/)"
 elif [ "$quick" = 1 ]; then
@@ -169,16 +174,19 @@ else
   run_step embed 150 "$work/embed.json" "$py" bench/embed.py --device "$device" --n 10000 --batch-size 512 --workers 12 --data-dir "$work/jpegs" --json "$work/embed.json"
 fi
 
-# -- the newer methods' benches --------------------------------------------------------------------
-for b in methods.py mvcln.py sure.py; do
-  if bench "$b"; then
-    args=("bench/$b" --device "$device")
-    [ "$quick" = 1 ] && args+=(--quick)
-    run_step "${b%.py}" 120 - "$py" "${args[@]}"
+# -- the newer methods' benches (each when its script exists; a changed command line shows as "failed") --
+newer() {  # newer NAME LIMIT_S SCRIPT ARGS...: run SCRIPT ARGS when SCRIPT exists; its --out JSON is parsed
+  local name="$1" limit="$2" script="$3"; shift 3
+  if bench "$script"; then
+    run_step "$name" "$limit" "$work/$name.json" "$py" "bench/$script" "$@" --out "$work/$name.json"
   else
-    skip "${b%.py}" "bench/$b missing"
+    skip "$name" "bench/$script missing"
   fi
-done
+}
+newer mvcln 120 mvcln.py table data/recipes/wikipedia.toml --ratios 0.5 --methods mvcln sure --seeds 1 --device "$device"
+newer retrieval 120 retrieval.py --seeds 1 --device "$device"
+newer map 60 map.py --device "$device"
+newer textspace 90 textspace.py --device "$device"
 
 # -- summary ---------------------------------------------------------------------------------------
 "$py" - "$steps_file" "$out/gpu.json" "$device" "$quick" "$budget" "$start" <<'EOF'
