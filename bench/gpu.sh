@@ -3,7 +3,7 @@
 # 8 minutes, results as JSON.
 #
 #   bench/gpu.sh                      # on the device machine: results under $OUT (else out/gpu-check)
-#   bench/gpu.sh --cpu --quick        # dry run on a CPU: every step on its short schedule (1-2 min)
+#   bench/gpu.sh --cpu --quick        # dry run on a CPU: every step on its short schedule (minutes)
 #   bench/gpu.sh --reference DIR      # also run the reference DM2C (a jiangyangby/DM2C checkout) beside ours
 #
 # Steps, in priority order (each skipped cleanly when its bench script is missing, when a package
