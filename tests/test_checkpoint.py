@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_dm2c import build_wiki_benchmark
 
 from mixbench.errors import ConfigError, DataError, StoreError
 from train import DM2C

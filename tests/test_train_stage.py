@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_dm2c import build_wiki_benchmark
 
 from mixbench.cli import main
 from mixbench.errors import ConfigError, DataError, StoreError
