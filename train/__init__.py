@@ -17,6 +17,7 @@ from . import variants  # noqa: F401  (registers the DM2C variants: faithful, dm
 from . import dm2c_method  # noqa: F401  (registers method "dm2c")
 from . import tac  # noqa: F401  (registers methods "concat-kmeans", "tac", "dxmc")
 from .retrieval import methods as _retrieval_methods  # noqa: F401  (registers retrieval-cca, -hash, -twotower)
+from . import mvcln  # noqa: F401  (registers methods "mvcln" and "sure")
 from .registry import Method, MethodResult, RunContext, get_method, list_methods, register_method
 from .estimator import DM2C
 from .stage import train

@@ -71,6 +71,9 @@ class BenchmarkData:
     splits: dict[str, SplitTensors]
     dims: dict[str, int]
     store_info: dict[str, Any]
+    path: str | None = None
+    """The store the benchmark was loaded from (None when built in memory): methods read its
+    auxiliary files, e.g. the selection file for the re-pairing scores (:mod:`train.repairing`)."""
 
     @property
     def n_classes(self) -> int:
@@ -114,4 +117,5 @@ class BenchmarkData:
             splits=out,
             dims={m: store.feat_dim(m) for m in mods},
             store_info=store.info,
+            path=str(store.path),
         )

@@ -289,8 +289,10 @@ def _prepare_run_dir(out: Path, cfg: TrainConfig, data: BenchmarkData, input_sha
         clear_run(out)
         return
     last = out / "checkpoints" / "last.pt"
-    if not last.exists() or cfg.method != "dm2c":  # other methods check their own checkpoints
+    if not last.exists() or (cfg.method != "dm2c" and overwrite):
         clear_run(out)
+        return
+    if cfg.method != "dm2c":  # other methods check their own checkpoints (and refuse another config's)
         return
     try:
         state = load_checkpoint(last)
