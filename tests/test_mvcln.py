@@ -266,3 +266,12 @@ def test_same_weights_and_batches_give_the_reference_losses() -> None:
             opt.step()
             losses.append(loss.item())
         assert losses[0] == pytest.approx(losses[1], rel=1e-6, abs=1e-7)
+
+
+def test_impute_instead_of_repair_on_a_decouple_store(uci_decouple: Path, tmp_path: Path) -> None:
+    train(uci_decouple, tmp_path / "run", _cfg("mvcln", epochs=1, unlinked="impute", k_fill=5, realign_batch=0,
+                                                 cluster_on="both"))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    rep = m["repairing"]["test"]
+    assert m["unlinked"] == "impute" and rep["imputed_rows"] == 800 and rep["with_hidden_partner"] == 800
+    assert 0 <= rep["partner_in_k"] <= 1 and 0 < rep["car"] < 1

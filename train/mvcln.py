@@ -88,9 +88,10 @@ class MvCLNOptions(Config):
     latent: int = option(10, "embedding width of each tower", low=1)
     dropout: float = option(0.2, "dropout after each hidden layer", low=0, high=1, high_open=True)
     lam: float = option(0.5, "SURE: weight of the reconstruction loss (mvcln ignores it)", low=0)
-    k_fill: int = option(3, "SURE: a missing half is the mean of this many nearest present rows", low=1)
-    unlinked: str = option("auto", "SURE: what unlinked rows are: 'realign' (both halves present, re-pair), 'impute' "
-                                   "(the other half is missing) or 'auto' (realign on a decouple store, else impute)",
+    k_fill: int = option(3, "imputation: a missing half is the mean of this many nearest present rows (SURE: 3)", low=1)
+    unlinked: str = option("auto", "what to do with unlinked rows: 'realign' (re-pair one-to-one), 'impute' (fill the "
+                                   "other half from the k_fill nearest rows of the other modality) or 'auto' (mvcln: "
+                                   "realign; sure: realign on a decouple store, else impute)",
                            choices=("auto", "realign", "impute"))
     realign_scope: str = option("all", "rows re-paired at evaluation: 'all' (the reference: linked pairs too) or "
                                        "'unlinked' (keep the links)", choices=("all", "unlinked"))
@@ -227,6 +228,8 @@ class Slots:
     a: np.ndarray
     b: np.ndarray
     repaired: np.ndarray  # bool per slot: the method chose this pairing
+    nbr_a: np.ndarray  # (slots, k_fill) a-rows averaged into an imputed a half (-1: none)
+    nbr_b: np.ndarray
     dist: list[tuple[np.ndarray, np.ndarray, torch.Tensor]]  # per chunk (a rows, b pool, distances), re-paired rows only
 
 
@@ -380,12 +383,7 @@ class PartialAlignment:
         return ha, hb
 
     def unlinked_mode(self) -> str:
-        if not self.sure:
-            return "realign"
-        if self.opts.unlinked != "auto":
-            return self.opts.unlinked
-        mode = store_mode(self.data)
-        return "realign" if mode == "decouple" else "impute"
+        return unlinked_mode(self.data, self.opts, self.sure)
 
     @torch.no_grad()
     def arrange(self, split: SplitTensors, ha: torch.Tensor, hb: torch.Tensor, gen: torch.Generator) -> tuple[Slots, torch.Tensor, torch.Tensor]:
@@ -421,6 +419,8 @@ class PartialAlignment:
         ea = torch.zeros(n, ha.shape[1] if len(ha) else opts.latent, device=self.device)
         eb = torch.zeros(n, hb.shape[1] if len(hb) else opts.latent, device=self.device)
         new_b = b_all.copy()
+        nbr_a = np.full((n, opts.k_fill), -1, dtype=np.int64)
+        nbr_b = np.full((n, opts.k_fill), -1, dtype=np.int64)
         dists: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []
         for g in groups:
             ga, gb, gf = a_all[g], b_all[g], free[g]
@@ -435,11 +435,13 @@ class PartialAlignment:
                     k = min(opts.k_fill, int(has_b.sum()))
                     nn_idx = d.argsort(dim=1)[:, :k]
                     rb[~has_b] = xb[has_b][nn_idx].sum(1) / opts.k_fill
+                    nbr_b[g[gb < 0], :k] = gb[gb >= 0][nn_idx.cpu().numpy()]
                 if (~has_a).any() and has_a.any():
                     d = euclidean(xb[~has_a], xa[has_a])
                     k = min(opts.k_fill, int(has_a.sum()))
                     nn_idx = d.argsort(dim=1)[:, :k]
                     ra[~has_a] = xa[has_a][nn_idx].sum(1) / opts.k_fill
+                    nbr_a[g[ga < 0], :k] = ga[ga >= 0][nn_idx.cpu().numpy()]
                 ea[torch.as_tensor(g, device=self.device)] = ra
                 eb[torch.as_tensor(g, device=self.device)] = rb
                 continue
@@ -453,7 +455,7 @@ class PartialAlignment:
                 dists.append((ga, gb, d))
             ea[torch.as_tensor(g, device=self.device)] = xa
             eb[torch.as_tensor(g, device=self.device)] = hb[torch.as_tensor(new_b[g], device=self.device)]
-        slots = Slots(a=a_all, b=new_b, repaired=free.copy(), dist=dists)
+        slots = Slots(a=a_all, b=new_b, repaired=free.copy(), dist=dists, nbr_a=nbr_a, nbr_b=nbr_b)
         return slots, ea, eb
 
     def features(self, split: SplitTensors, slots: Slots, ea: torch.Tensor, eb: torch.Tensor, stats: dict[str, Any]) -> torch.Tensor:
@@ -462,7 +464,7 @@ class PartialAlignment:
         if self.opts.cluster_on in ("embedding", "both"):
             parts.append(torch.cat([ea, eb], 1))
         if self.opts.cluster_on in ("input", "both"):
-            for m, rows, e in ((self.a, slots.a, ea), (self.b, slots.b, eb)):
+            for m, rows, nbr in ((self.a, slots.a, slots.nbr_a), (self.b, slots.b, slots.nbr_b)):
                 x = split.x[m]
                 mu, sd = stats[m]
                 xs = (x - mu) / sd
@@ -470,6 +472,11 @@ class PartialAlignment:
                 have = rows >= 0
                 if have.any():
                     val[torch.as_tensor(have, device=self.device)] = xs[torch.as_tensor(rows[have], device=self.device)]
+                fill = ~have & (nbr[:, 0] >= 0)
+                if fill.any():  # an imputed half: the mean of its neighbours' inputs (as for the embedding)
+                    nb = torch.as_tensor(nbr[fill], device=self.device)
+                    ok = (nb >= 0).unsqueeze(-1).to(xs.dtype)
+                    val[torch.as_tensor(fill, device=self.device)] = (xs[nb.clamp(min=0)] * ok).sum(1) / self.opts.k_fill
                 parts.append(val / math.sqrt(x.shape[1]))
             if self.opts.cluster_on == "both":
                 parts[0] = parts[0] / parts[0].std(0).clamp(min=1e-8).mean() / math.sqrt(parts[0].shape[1])
@@ -504,6 +511,15 @@ class PartialAlignment:
             out["slots"][name] = slots
             out["views"][name] = {"ea": ea, "eb": eb, "pred": pred, "row_a": row_a, "row_b": row_b}
         return out
+
+
+def unlinked_mode(data: BenchmarkData, opts: MvCLNOptions, sure: bool) -> str:
+    """'realign' or 'impute' (option ``unlinked``; 'auto': MvCLN re-pairs, SURE re-pairs on a decouple store)."""
+    if opts.unlinked != "auto":
+        return opts.unlinked
+    if not sure:
+        return "realign"
+    return "realign" if store_mode(data) == "decouple" else "impute"
 
 
 def store_mode(data: BenchmarkData) -> str | None:
@@ -549,9 +565,8 @@ def check_partial(data: BenchmarkData, ctx: RunContext, *, sure: bool) -> None:
     if n_train < k:
         raise DataError(f"{name}: the train split has {n_train} pairs to cluster and k = {k} classes; k-means needs at "
                         "least k rows.")
-    mode = "realign" if not sure else (opts.unlinked if opts.unlinked != "auto" else
-                                       ("realign" if store_mode(data) == "decouple" else "impute"))
-    if not sure and store_mode(data) in ("drop", "zero"):
+    mode = unlinked_mode(data, opts, sure)
+    if mode == "realign" and store_mode(data) in ("drop", "zero") and opts.unlinked == "auto":
         raise DataError(unequal_message(name, -1, -1, *data.modalities[:2], mode=store_mode(data)))
     if mode == "realign":
         for split_name, s in data.splits.items():
@@ -604,13 +619,13 @@ def run_partial(data: BenchmarkData, ctx: RunContext, *, sure: bool) -> MethodRe
         last["phase"] = "final"
         ctx.runlog.append(last)
 
-    partners = hidden_partners(data) if trainer.unlinked_mode() == "realign" else None
+    partners = hidden_partners(data) if store_mode(data) in ("decouple", None) else None
     repairing: dict[str, Any] = {}
     for split, slots in ev["slots"].items():
         s = data.splits[split]
         ya, yb = s.y[trainer.a].cpu().numpy(), s.y[trainer.b].cpu().numpy()
         if trainer.unlinked_mode() == "impute":
-            repairing[split] = {"imputed_rows": int((slots.a < 0).sum() + (slots.b < 0).sum())}
+            repairing[split] = impute_scores(slots, ya, yb, partners.get(split) if partners else None)
             continue
         sc = _split_repair(slots, ya, yb, partners.get(split) if partners else None)
         repairing[split] = sc
@@ -684,6 +699,29 @@ def _split_repair(slots: Slots, ya: np.ndarray, yb: np.ndarray, partners: tuple[
             out["partner_in_chunk"] = float(len(r) / max(n_rank, 1))
             out["partner_rank"] = float(r.mean())
             out["partner_rank_chance"] = float(np.mean([(p + 1) / 2 for p in pools]))
+    return out
+
+
+def impute_scores(slots: Slots, ya: np.ndarray, yb: np.ndarray, partners: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
+    """Imputed halves: how many, the share of their neighbours of the row's class (``car``), and on a
+    decouple store the share of rows whose hidden partner is among the neighbours (``partner_in_k``)."""
+    out: dict[str, Any] = {"imputed_rows": int((slots.a < 0).sum() + (slots.b < 0).sum())}
+    same, found, n_p = [], [], 0
+    true_b = dict(zip(partners[0].tolist(), partners[1].tolist())) if partners else {}
+    true_a = {v: k for k, v in true_b.items()}
+    for own, nbr, y_own, y_nbr, truth in ((slots.a, slots.nbr_b, ya, yb, true_b), (slots.b, slots.nbr_a, yb, ya, true_a)):
+        rows = np.flatnonzero((own >= 0) & (nbr[:, 0] >= 0))
+        for r in rows:
+            nb = nbr[r][nbr[r] >= 0]
+            same.append(np.mean(y_nbr[nb] == y_own[own[r]]))
+            if int(own[r]) in truth:
+                n_p += 1
+                found.append(truth[int(own[r])] in set(nb.tolist()))
+    if same:
+        out["car"] = float(np.mean(same))
+    if found:
+        out["with_hidden_partner"] = n_p
+        out["partner_in_k"] = float(np.mean(found))
     return out
 
 
