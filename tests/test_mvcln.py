@@ -84,9 +84,9 @@ def test_greedy_match_is_the_reference_loop() -> None:
 
 def test_options_presets_and_explicit_keys() -> None:
     plus = resolved(MvCLNOptions(variant="mvcln-plus"), {"variant": "mvcln-plus"})
-    assert plus.realign_scope == "unlinked" and plus.matching == "hungarian"
-    kept = resolved(MvCLNOptions(variant="mvcln-plus", matching="greedy"), {"variant": "mvcln-plus", "matching": "greedy"})
-    assert kept.matching == "greedy"
+    assert plus.unlinked == "impute" and plus.k_fill == 10 and plus.cluster_on == "input"
+    kept = resolved(MvCLNOptions(variant="mvcln-plus", k_fill=5), {"variant": "mvcln-plus", "k_fill": 5})
+    assert kept.k_fill == 5 and kept.unlinked == "impute"
     with pytest.raises(ConfigError, match="realign_scope"):
         MvCLNOptions.from_dict({"realign_scope": "some"})
 
@@ -139,12 +139,19 @@ def test_mvcln_through_the_stage_with_repairing_scores(uci_decouple: Path, tmp_p
     assert rows[0]["margin"] == 5.0 and rows[1]["margin"] == max(1, round(rows[0]["pos_dist"] + rows[0]["neg_dist"]))
 
 
-def test_plus_variant_keeps_links_and_repairs_only_unlinked(uci_decouple: Path, tmp_path: Path) -> None:
-    train(uci_decouple, tmp_path / "run", _cfg("mvcln", variant="mvcln-plus"))
+def test_realign_only_the_unlinked_rows_in_one_chunk(uci_decouple: Path, tmp_path: Path) -> None:
+    train(uci_decouple, tmp_path / "run", _cfg("mvcln", realign_scope="unlinked", realign_batch=0, matching="hungarian",
+                                                 cluster_on="both"))
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert "mvcln-plus" in m["methods"]
     assert m["repairing"]["train"]["repaired"] == 800  # the 800 linked pairs stay as they are
     assert m["repairing"]["train"]["partner_rank_chance"] == pytest.approx(400.5)  # one chunk: the whole split
+
+
+def test_plus_variant_imputes_from_ten_neighbours(uci_decouple: Path, tmp_path: Path) -> None:
+    train(uci_decouple, tmp_path / "run", _cfg("mvcln", variant="mvcln-plus"))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "mvcln-plus" in m["methods"] and m["unlinked"] == "impute"
+    assert m["method_options"]["k_fill"] == 10 and m["repairing"]["test"]["imputed_rows"] == 800
 
 
 def test_resume_gives_the_uninterrupted_run(uci_decouple: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

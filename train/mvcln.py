@@ -109,9 +109,10 @@ class MvCLNOptions(Config):
 #: Named variants: presets applied under the explicit options (``variant = "faithful"`` changes nothing).
 VARIANTS: dict[str, dict[str, Any]] = {
     "faithful": {},
-    # Ours: keep the links the store still has, re-pair the unlinked rows optimally over the whole split,
-    # and cluster each pair on its standardized input features and its embeddings together.
-    "mvcln-plus": {"realign_scope": "unlinked", "realign_batch": 0, "matching": "hungarian", "cluster_on": "both"},
+    # Ours: the towers only choose neighbours. The links the store still has are kept; every unlinked row
+    # is its own point, its missing half the mean of its 10 nearest rows of the other modality (tower
+    # distance, whole split), and k-means sees standardized *input* features, not the 10-d embeddings.
+    "mvcln-plus": {"unlinked": "impute", "k_fill": 10, "realign_batch": 0, "cluster_on": "input"},
 }
 
 
