@@ -260,8 +260,9 @@ def results_table(results: list[dict[str, Any]]) -> str:
     groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["recipe"], r["ratio"], r["method"]), []).append(r)
-    out = ["| recipe | method | seeds | test ACC | test NMI | kmeans-linked ACC | train CAR | test CAR | test partner found |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| recipe | method | seeds | test ACC | test NMI | kmeans-linked ACC | train CAR | test CAR | "
+           "test partner found (in k) | random / oracle alignment |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for (recipe, _, method), rs in sorted(groups.items()):
         ok = [r for r in rs if "metrics" in r]
         if not ok:
@@ -272,10 +273,23 @@ def results_table(results: list[dict[str, Any]]) -> str:
         def rep(split: str, key: str) -> str:
             return mean_std([r["repairing"][split][key] for r in ok if key in r["repairing"].get(split, {})])
 
+        found = rep("test", "partner_found") if any("partner_found" in r["repairing"].get("test", {}) for r in ok) \
+            else "(" + rep("test", "partner_in_k") + ")"
+        hr = [r["headroom"]["test"] for r in ok if r.get("headroom") and "test" in r["headroom"]]
+        bounds = f"{mean_std([h['aligned_random'] for h in hr])} / {mean_std([h['aligned_oracle'] for h in hr])}" if hr else "—"
         out.append(f"| {recipe} | {method} | {len(ok)} | {mean_std([r['metrics']['test']['acc'] for r in ok])} | "
                    f"{mean_std([r['metrics']['test']['nmi'] for r in ok])} | {mean_std(kl)} | {rep('train', 'car')} | "
-                   f"{rep('test', 'car')} | {rep('test', 'partner_found')} |")
+                   f"{rep('test', 'car')} | {found} | {bounds} |")
     return "\n".join(out)
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    """One table from several ``table`` result files."""
+    runs: list[dict[str, Any]] = []
+    for f in a.results:
+        runs += json.loads(Path(f).read_text()).get("runs", [])
+    print(results_table(runs))
+    return 0
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
@@ -312,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--work", type=Path, default=REPO / "out" / "bench-mvcln")
     t.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mvcln-table.json")
     t.set_defaults(func=cmd_table)
+    r = sub.add_parser("report", help="one markdown table from several `table` result files")
+    r.add_argument("results", nargs="+", type=Path)
+    r.set_defaults(func=cmd_report)
     a = p.parse_args(argv)
     setup_logging()
     return int(a.func(a))
