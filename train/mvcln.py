@@ -730,8 +730,10 @@ def repair_section(label: str, repairing: dict[str, Any], margin: float, fine: b
     lines = [f"## Re-pairing ({label})", "",
              "CAR: share of re-paired rows whose partner has the same class. Partner found / rank: the decoupled rows' "
              "hidden partners (from the store's selection file); the rank is among the rows the method chose from "
-             "(1 = nearest; chance = (candidates + 1) / 2).", "",
-             "| split | re-paired | CAR | partner found | partner rank | chance rank | imputed |", "|---|---|---|---|---|---|---|"]
+             "(1 = nearest; chance = (candidates + 1) / 2). Imputed halves: CAR is the share of the averaged neighbours "
+             "of the row's class, partner in k the share of rows whose hidden partner is among them.", "",
+             "| split | re-paired | CAR | partner found | partner rank | chance rank | imputed | partner in k |",
+             "|---|---|---|---|---|---|---|---|"]
 
     def f(v: Any, fmt: str = "{:.3f}") -> str:
         return "—" if v is None else fmt.format(v)
@@ -739,7 +741,7 @@ def repair_section(label: str, repairing: dict[str, Any], margin: float, fine: b
     for split, r in repairing.items():
         lines.append(f"| {split} | {r.get('repaired', 0)} | {f(r.get('car'))} | {f(r.get('partner_found'))} | "
                      f"{f(r.get('partner_rank'), '{:.1f}')} | {f(r.get('partner_rank_chance'), '{:.1f}')} | "
-                     f"{r.get('imputed_rows', 0)} |")
+                     f"{r.get('imputed_rows', 0)} | {f(r.get('partner_in_k'))} |")
     lines += ["", f"Final margin {margin:g}; robust negative term {'on' if fine else 'never switched on'}."]
     return "\n".join(lines)
 
