@@ -8,6 +8,7 @@ same losses as XLearning-SCU/2021-CVPR-MvCLN) runs when ``MVCLN_REF`` names a ch
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -194,19 +195,21 @@ def test_sure_repairs_on_a_decouple_store(uci_decouple: Path, tmp_path: Path) ->
     assert m["unlinked"] == "realign" and m["repairing"]["test"]["with_hidden_partner"] == 400
 
 
-def test_bad_input(uci_drop: Path, uci_decouple: Path, tmp_path: Path) -> None:
+def test_bad_input(uci_drop: Path, uci_decouple: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(DataError, match="decouple"):  # halves dropped: mvcln cannot re-pair one-to-one
         train(uci_drop, tmp_path / "a", _cfg("mvcln"))
     # hidden partners missing: a drop store has none, a store without its selection file neither
     assert hidden_partners(BenchmarkData.from_store(uci_drop)) is None
     copy = tmp_path / "nosel"
     shutil.copytree(uci_decouple, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"] = [f for f in manifest.get("files", []) if f["file"] != "selection.h5"]
-    (copy / "manifest.json").write_text(json.dumps(manifest))
     (copy / "selection.h5").unlink()
     data = BenchmarkData.from_store(copy)
     assert hidden_partners(data) is None
+    with caplog.at_level(logging.INFO, logger="train.repairing"):  # the run goes on, CAR without partners
+        train(copy, tmp_path / "run", _cfg("mvcln", epochs=1))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "car" in m["repairing"]["test"] and "partner_found" not in m["repairing"]["test"]
+    assert sum("partner recovery skipped" in r.getMessage() for r in caplog.records) == 1
 
 
 def _tiny(n_train: int, n_test_b: int, linked: int) -> BenchmarkData:

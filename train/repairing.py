@@ -53,7 +53,12 @@ def hidden_partners(data: BenchmarkData) -> dict[str, tuple[np.ndarray, np.ndarr
         return None
     a, b = data.modalities[:2]
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    with h5py.File(store.file(SELECTION_FILE), "r") as f:
+    try:
+        path = store.file(SELECTION_FILE)
+    except StoreError as exc:  # listed but missing or damaged
+        log.info("re-pairing scores: %s; partner recovery skipped (CAR still reported).", exc)
+        return None
+    with h5py.File(path, "r") as f:
         if f.attrs.get("mode") != "decouple":
             log.info("re-pairing scores: %s is a '%s' store, not decouple; no hidden partners to recover.",
                      store.path, f.attrs.get("mode"))
