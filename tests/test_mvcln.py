@@ -205,6 +205,7 @@ def test_bad_input(uci_drop: Path, uci_decouple: Path, tmp_path: Path, caplog: p
     (copy / "selection.h5").unlink()
     data = BenchmarkData.from_store(copy)
     assert hidden_partners(data) is None
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="train.repairing"):  # the run goes on, CAR without partners
         train(copy, tmp_path / "run", _cfg("mvcln", epochs=1))
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
