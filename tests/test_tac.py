@@ -202,12 +202,25 @@ def test_tac_resumes_exactly(uci_stores: dict[float, Path], tmp_path: Path) -> N
                                  input_sha256="x"))
     from mixbench.errors import StoreError
 
-    ck = tmp_path / "b" / "checkpoints" / "tac-last.pt"
+    ck = tmp_path / "b" / "checkpoints" / "last.pt"
     raw = bytearray(ck.read_bytes())
     raw[-10] ^= 0xFF
     ck.write_bytes(bytes(raw))
     with pytest.raises(StoreError, match="does not match its recorded sha256"):
         run_tac(data, ctx(tmp_path / "b", RunLog(tmp_path / "b")))
+
+
+def test_stage_resumes_an_interrupted_tac_run(uci_stores: dict[float, Path], tmp_path: Path) -> None:
+    """Through the train stage: a run folder left with checkpoints/last.pt (an interrupted run) is kept
+    and the method resumes from it instead of starting afresh."""
+    cfg = {"method": "tac", "method_options": {**FAST, "epochs": 2}, "device": "cpu", "plots": False,
+           "baselines": False}
+    out = tmp_path / "run"
+    first = train.train(uci_stores[0.0], out, cfg)
+    assert not first["metrics"]["resumed"] and (out / "checkpoints" / "last.pt").is_file()
+    (out / "run.json").unlink()  # as if killed after the last checkpoint, before the run was marked complete
+    again = train.train(uci_stores[0.0], out, cfg)
+    assert again["metrics"]["resumed"] and again["metrics"]["methods"] == first["metrics"]["methods"]
 
 
 def test_too_few_pairs_for_a_batch(uci_stores: dict[float, Path], tmp_path: Path) -> None:

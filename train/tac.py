@@ -50,7 +50,7 @@ from .registry import Method, MethodResult, RunContext, register_method
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "tac-last.pt"
+CHECKPOINT = "last.pt"  # the stage keeps an interrupted run folder that has checkpoints/last.pt
 FORMAT = "mixbench-tac-checkpoint"
 
 
