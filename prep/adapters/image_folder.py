@@ -19,7 +19,6 @@ the encoder in embed and accounted there); more than ``max_reject_fraction`` fai
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -33,7 +32,16 @@ from mixbench.config import option
 from mixbench.errors import ConfigError, DataError
 
 from .base import Adapter, AdapterConfig, PairedData, SplitData, require_file, resolve
-from .raw_pairs import IMAGE_EXTENSIONS, Row, _classes, _folder_items, _relative, _unique_ids, image_problem
+from .raw_pairs import (
+    IMAGE_EXTENSIONS,
+    Row,
+    _classes,
+    _folder_items,
+    _relative,
+    _unique_ids,
+    image_problem,
+    listing_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +159,7 @@ def _rows(cfg: ImageFolderConfig, base: Path) -> tuple[list[Row], str]:
 def fingerprint(cfg: ImageFolderConfig, base_dir: Path) -> dict[str, Any]:
     """A checksum over the listed images (relative path, size, mtime), as raw-pairs'."""
     rows, _ = _rows(cfg, base_dir)
-    root = _image_root(cfg, base_dir)
-    h = hashlib.sha256()
-    for r in rows:
-        try:
-            st = (root / r.image).stat()
-            h.update(f"{r.image}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-        except OSError:
-            h.update(f"{r.image}\tmissing\n".encode("utf-8", "surrogateescape"))
-    return {"files": {"root": str(root.resolve()), "listing_sha256": h.hexdigest(), "rows": len(rows)}}
+    return listing_fingerprint(_image_root(cfg, base_dir), [[r.image] for r in rows])
 
 
 def input_files(cfg: ImageFolderConfig, base_dir: Path) -> dict[str, Path]:

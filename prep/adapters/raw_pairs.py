@@ -258,10 +258,15 @@ def fingerprint(cfg: RawPairsConfig, base_dir: Path) -> dict[str, Any]:
     """A checksum over the listed images and captions (relative path, size, mtime): the images
     are not hashed, but replacing, adding or fixing one changes the run key."""
     rows, _, _ = _rows(cfg, base_dir)
-    root = _image_root(cfg, base_dir)
+    return listing_fingerprint(_image_root(cfg, base_dir), [[r.image, r.text_file] for r in rows])
+
+
+def listing_fingerprint(root: Path, rows: list[list[str]]) -> dict[str, Any]:
+    """sha256 over each row's files (relative path, size, mtime; "missing" for an absent one),
+    in row order; empty paths are skipped."""
     h = hashlib.sha256()
-    for r in rows:
-        for rel in (r.image, r.text_file):
+    for files in rows:
+        for rel in files:
             if not rel:
                 continue
             try:
