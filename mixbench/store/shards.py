@@ -22,10 +22,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -166,6 +166,25 @@ def write_shard_file(path: Path, split: str, index: int, tables: Tables, schema:
                     g.create_dataset(name, data=arr)
 
 
+T = TypeVar("T")
+
+
+def _replace_when_written(final: Path, write: Callable[[Path], T]) -> T:
+    """Run ``write`` on a temp name beside ``final``, then rename it to ``final`` (atomic); the temp
+    file is removed on any failure, and a file-system error becomes one :class:`WriteError` line."""
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    try:
+        result = write(tmp)
+        os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteError.from_os(exc, final) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return result
+
+
 class StoreWriter:
     """Writes a store shard by shard; ``finish()`` writes the manifest (last, atomically).
 
@@ -270,19 +289,14 @@ class StoreWriter:
             raise StoreError(f"{where}: no table for modality {missing}; write an empty table instead.")
         norm = {m: _normalise_table(m, tables[m], self.schema[m], where) for m in self.schema}
         final = self.path / name
-        tmp = self.path / f"{name}.tmp-{os.getpid()}"
-        try:
+
+        def write(tmp: Path) -> str:
             write_shard_file(tmp, split, index, norm, self.schema)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
-            digest = sha256_file(tmp)
-            os.replace(tmp, final)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise WriteError.from_os(exc, final) from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            return sha256_file(tmp)
+
+        digest = _replace_when_written(final, write)
         rec = {
             "file": name,
             "split": split,
@@ -299,19 +313,11 @@ class StoreWriter:
         """Write an auxiliary file atomically. ``write`` is bytes, a str, or ``fn(tmp_path)``."""
         final = self.path / name
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-        try:
-            if isinstance(write, (bytes, str)):
-                tmp.write_bytes(write.encode("utf-8") if isinstance(write, str) else write)
-            else:
-                write(tmp)
-            os.replace(tmp, final)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise WriteError.from_os(exc, final) from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        if isinstance(write, (bytes, str)):
+            data = write.encode("utf-8") if isinstance(write, str) else write
+            _replace_when_written(final, lambda tmp: tmp.write_bytes(data))
+        else:
+            _replace_when_written(final, write)
         rec = {"file": name, "role": role, "bytes": final.stat().st_size, "sha256": sha256_file(final)}
         self.files[name] = rec
         return rec
