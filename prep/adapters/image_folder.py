@@ -18,9 +18,6 @@ the encoder in embed and accounted there); more than ``max_reject_fraction`` fai
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +38,7 @@ from .raw_pairs import (
     _unique_ids,
     image_problem,
     listing_fingerprint,
+    read_records,
 )
 
 log = logging.getLogger(__name__)
@@ -80,32 +78,8 @@ def _image_root(cfg: ImageFolderConfig, base: Path) -> Path:
 
 
 def _list_rows(cfg: ImageFolderConfig, path: Path) -> list[Row]:
-    from ..validate import decode_utf8
-
     require_file(path, "image-folder list", "Check [prep] list.")
-    text = decode_utf8(path.read_bytes()).removeprefix("\ufeff")
-    records: list[tuple[int, dict[str, Any]]] = []
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        reader.fieldnames = [c.strip() for c in (reader.fieldnames or [])]
-        columns = set(reader.fieldnames)
-        for rec in reader:
-            if None in rec:
-                raise DataError(f"{path}:{reader.line_num}: more fields than the {len(columns)} header columns.")
-            records.append((reader.line_num, rec))
-    else:
-        columns = set()
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not a JSON object ({exc.msg} at column {exc.colno}).") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(rec).__name__}.")
-            columns.update(rec)
-            records.append((lineno, rec))
+    columns, records = read_records(path)
     for need in ("image", "label"):
         if need not in columns:
             raise DataError(f"{path}: no '{need}' column; columns: {sorted(columns)}. Required: image, label.")

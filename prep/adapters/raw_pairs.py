@@ -102,14 +102,12 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _manifest_rows(cfg: RawPairsConfig, path: Path) -> tuple[list[Row], str]:
-    """Parse the manifest; returns (rows, label column name)."""
+def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """A CSV (header row) or JSONL (one object per line) listing: its column names (CSV: header order;
+    JSONL: sorted union of the keys) and ``(line number, record)`` per row. UTF-8, a BOM dropped."""
     from ..validate import decode_utf8
 
-    require_file(path, "raw-pairs manifest", "Check [prep] manifest.")
-    text = decode_utf8(path.read_bytes())
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = decode_utf8(path.read_bytes()).removeprefix("\ufeff")
     records: list[tuple[int, dict[str, Any]]] = []
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text))
@@ -119,20 +117,26 @@ def _manifest_rows(cfg: RawPairsConfig, path: Path) -> tuple[list[Row], str]:
             if None in rec:
                 raise DataError(f"{path}:{reader.line_num}: more fields than the {len(columns)} header columns.")
             records.append((reader.line_num, rec))
-    else:
-        columns_seen: set[str] = set()
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not a JSON object ({exc.msg} at column {exc.colno}).") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(rec).__name__}.")
-            columns_seen.update(rec)
-            records.append((lineno, rec))
-        columns = sorted(columns_seen)
+        return columns, records
+    seen: set[str] = set()
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not a JSON object ({exc.msg} at column {exc.colno}).") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(rec).__name__}.")
+        seen.update(rec)
+        records.append((lineno, rec))
+    return sorted(seen), records
+
+
+def _manifest_rows(cfg: RawPairsConfig, path: Path) -> tuple[list[Row], str]:
+    """Parse the manifest; returns (rows, label column name)."""
+    require_file(path, "raw-pairs manifest", "Check [prep] manifest.")
+    columns, records = read_records(path)
     for need in ("image", "text"):
         if need not in columns:
             raise DataError(f"{path}: no '{need}' column; columns: {columns}. Required: image, text, label or labels.")
