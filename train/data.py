@@ -64,6 +64,17 @@ class SplitTensors:
         return torch.as_tensor(ia[keep], device=dev), torch.as_tensor(ib[keep], device=dev)
 
 
+def two_feature_modalities(store: Any, who: str) -> list[str]:
+    """The store's two modalities, each with a ``feat`` column; else a one-line error naming ``who`` needs them."""
+    mods = store.modalities
+    if len(mods) != 2:
+        raise DataError(f"{store.path}: {who} needs exactly two modalities, the store has {mods}.")
+    for m in mods:
+        if not store.has_column(m, "feat"):
+            raise StoreError(f"{store.path}: modality '{m}' has no 'feat' column; run embed (and unpair) first.")
+    return mods
+
+
 @dataclass
 class BenchmarkData:
     modalities: list[str]
@@ -93,12 +104,7 @@ class BenchmarkData:
                 f"{store.path}: multi-label store; clustering metrics need one label per row. Select single-label "
                 "rows at prep (prep.multilabel) first."
             )
-        mods = store.modalities
-        if len(mods) != 2:
-            raise DataError(f"{store.path}: DM2C needs exactly two modalities, the store has {mods}.")
-        for m in mods:
-            if not store.has_column(m, "feat"):
-                raise StoreError(f"{store.path}: modality '{m}' has no 'feat' column; run embed (and unpair) first.")
+        mods = two_feature_modalities(store, "DM2C")
         out: dict[str, SplitTensors] = {}
         for split in splits or tuple(s for s in EVAL_SPLITS if s in store.splits):
             xs, ys, ps, ids = {}, {}, {}, {}

@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixbench.errors import DataError, StoreError
+from mixbench.errors import DataError
+
+from ..data import two_feature_modalities
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +108,7 @@ def load_retrieval(store: Any, device: torch.device | str = "cpu", query_split: 
 
     if not isinstance(store, Store):
         store = Store(store)
-    mods = store.modalities
-    if len(mods) != 2:
-        raise DataError(f"{store.path}: cross-modal retrieval needs exactly two modalities, the store has {mods}.")
-    for m in mods:
-        if not store.has_column(m, "feat"):
-            raise StoreError(f"{store.path}: modality '{m}' has no 'feat' column; run embed (and unpair) first.")
+    mods = two_feature_modalities(store, "cross-modal retrieval")
     if "train" not in store.splits:
         raise DataError(f"{store.path}: no 'train' split; retrieval methods train on it. Splits: {store.splits}.")
     notes: list[str] = []
