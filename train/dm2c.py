@@ -346,6 +346,25 @@ def _numpy_labels(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.int64)
 
 
+def mixed_batch_order(flags: torch.Tensor, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    """One epoch of shuffled mixed batches over pooled rows with modality ``flags`` (host, 0/1).
+
+    Returns the row order (host) and per batch ``(start, n_first, n_second)``: rows
+    ``order[start : start + n_first]`` are the batch's first-modality rows (in shuffled order), the
+    next ``n_second`` its second-modality rows. One permutation is drawn from ``gen``."""
+    n = len(flags)
+    perm = torch.randperm(n, generator=gen)
+    key = torch.div(torch.arange(n), batch_size, rounding_mode="floor") * 2 + flags[perm]
+    order = perm[torch.argsort(key, stable=True)]
+    n_batches = (n + batch_size - 1) // batch_size
+    counts = torch.bincount(key, minlength=2 * n_batches).view(n_batches, 2).tolist()
+    slices, start = [], 0
+    for na, nb in counts:
+        slices.append((start, na, nb))
+        start += na + nb
+    return order, slices
+
+
 # ---------------------------------------------------------------------------------------------
 # the faithful trainer
 # ---------------------------------------------------------------------------------------------
@@ -554,23 +573,9 @@ class FaithfulTrainer:
         return perm, slices
 
     def mixed_batches(self) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
-        """Shuffled mixed batches over the pooled training rows, each grouped by modality.
-
-        Returns the row order (device) and per batch ``(start, n_first, n_second)``: rows
-        ``order[start : start + n_first]`` are the batch's first-modality rows (in shuffled order),
-        the next ``n_second`` its second-modality rows. All of it is computed on the host, once."""
-        n = len(self.flags_host)
-        b = self.cfg.batch_size
-        perm = torch.randperm(n, generator=self.gen)
-        flags = self.flags_host[perm]
-        key = torch.div(torch.arange(n), b, rounding_mode="floor") * 2 + flags
-        order = perm[torch.argsort(key, stable=True)]
-        n_batches = (n + b - 1) // b
-        counts = torch.bincount(key, minlength=2 * n_batches).view(n_batches, 2).tolist()
-        slices, start = [], 0
-        for na, nb in counts:
-            slices.append((start, na, nb))
-            start += na + nb
+        """Shuffled mixed batches over the pooled training rows, each grouped by modality
+        (:func:`mixed_batch_order`); the row order is moved to the device."""
+        order, slices = mixed_batch_order(self.flags_host, self.cfg.batch_size, self.gen)
         return order.to(self.device, non_blocking=True), slices
 
     # -- pre-training -----------------------------------------------------------------------------
@@ -707,13 +712,18 @@ class FaithfulTrainer:
 
     def evaluate(self, epoch: int, kmeans_seed: int | None = None) -> Evaluation:
         """Embed train and test, cluster (:meth:`cluster`), all seven metrics on both."""
-        from .metrics import clustering_metrics
-
         with self.timer("eval-embed"):
             emb = {s: self.embed(s) for s in self.eval_splits}
         seed = int(self.rng.integers(2**31 - 1)) if kmeans_seed is None else int(kmeans_seed)
         with self.timer("kmeans"):
             km, preds = self.cluster(emb, seed)
+        return self.finish_evaluation(epoch, seed, emb, km, preds)
+
+    def finish_evaluation(self, epoch: int, seed: int, emb: dict[str, torch.Tensor], km: Any,
+                          preds: dict[str, np.ndarray]) -> Evaluation:
+        """The seven metrics on every split and the diagnostics, from the embeddings and clusters."""
+        from .metrics import clustering_metrics
+
         with self.timer("metrics"):
             metrics = {s: clustering_metrics(self._labels_host[s], preds[s]) for s in self.eval_splits}
             diag = self._diagnostics(preds)
