@@ -264,7 +264,8 @@ def _scores_numpy(positions: Iterator[np.ndarray], nq: int, nd: int, ks: list[in
     kdiv = np.asarray(ks, dtype=np.float64)
     cutf = cut.astype(np.float64)
     n_with = 0
-    for i, p in enumerate(tqdm(positions, total=nq, desc="mAP", unit="query", leave=False, disable=nq < 5000)):
+    for i, p in enumerate(tqdm(positions, total=nq, desc="mAP", unit="query", leave=False,
+                                  disable=True if nq < 5000 else None)):
         big_r = len(p)
         if ks:
             pk_sum += np.searchsorted(p, kc) / kdiv  # relevant items among ranks < k
