@@ -222,3 +222,29 @@ def test_resume_after_a_kill_gives_the_uninterrupted_run(r0: Path, tmp_path: Pat
     other = {**cfg, "method_options": {**cfg["method_options"], "lr": 5e-4}}
     with pytest.raises(ConfigError, match=r"fields that differ: options.*'lr': 0.0005"):
         train(r0, tmp_path / "cut", other)
+
+
+def test_zero_vector_form_links_each_zero_half_to_its_partner(wiki_features: Path, tmp_path: Path) -> None:
+    """zero_input = 'zero-vector' (UMML's form) on a 'zero' store: the zero-filled halves are loaded with
+    all-zero features and their pair's label, each linked to its present partner, so every training
+    pair is a pair again; 'skip' (the default) leaves them out; a 'drop' store has none to add."""
+    store = bench_store(wiki_features, tmp_path / "z", ratio=0.5, mode="zero")
+    skip = load_retrieval(store)
+    data = load_retrieval(store, zero_input="zero-vector")
+    assert len(skip.linked()[0]) == 1086 and skip.train.n("image") + skip.train.n("text") == 2 * 1086 + 1087
+    ia, ib = data.linked()
+    assert len(ia) == 2173 and data.train.n("image") == data.train.n("text") == 2173
+    a, b = data.train.rows["image"], data.train.rows["text"]
+    assert bool((a.y[ia] == b.y[ib]).all())
+    zero_a, zero_b = (a.x == 0).all(1), (b.x == 0).all(1)
+    assert int(zero_a.sum()) + int(zero_b.sum()) == 1087 and not bool((zero_a & zero_b).any())
+    assert data.query.n("image") == skip.query.n("image") == 693  # queries: present rows only
+    assert "zero-vector" in data.protocol["notes"][-1]
+    result = train(store, tmp_path / "run", {"method": "retrieval-twotower", "device": "cpu", "plots": False,
+                                             "method_options": {**FAST, "epochs": 1, "zero_input": "zero-vector"}})
+    assert result["metrics"]["retrieval"]["rows_used"] == {"linked_pairs": 2173, "unpaired_image": 0,
+                                                           "unpaired_text": 0}
+    drop = bench_store(wiki_features, tmp_path / "d", ratio=0.5, mode="drop")
+    assert len(load_retrieval(drop, zero_input="zero-vector").linked()[0]) == 1086
+    with pytest.raises(DataError, match="zero_input"):
+        load_retrieval(store, zero_input="mean")

@@ -27,7 +27,7 @@ from mixbench.errors import ConfigError, DataError, StoreError
 from mixbench.store.manifest import atomic_write_bytes
 
 from ..registry import Method, MethodResult, RunContext, register_method
-from .data import RetrievalData, labelled, load_retrieval
+from .data import ZERO_INPUTS, RetrievalData, labelled, load_retrieval
 from .evaluate import DEFAULT_KS, RankingScores, rank_scores
 from .models import CCAModel, HashModel, TwoTowerModel
 
@@ -46,6 +46,9 @@ class RetrievalOptions(Config):
     query_split: str = option("test", "split the queries come from (absent: 'val', else train, noted in the report)")
     ks: list[int] = option(list(DEFAULT_KS), "cut-offs of precision@k", low=1)
     pr_points: int = option(50, "points of the precision-recall curve (cut-offs spread evenly over the ranking)", low=1)
+    zero_input: str = option("skip", "training halves zero-filled by unpair's 'zero' mode: 'skip' (not loaded; the "
+                                     "present half is an unpaired row) or 'zero-vector' (UMML's form: a zero input "
+                                     "linked to its present partner as a pair)", choices=ZERO_INPUTS)
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ class RetrievalCheckpoints:
 
 def _load(store: Any, device: torch.device, options: Config) -> RetrievalData:
     assert isinstance(options, RetrievalOptions)
-    return load_retrieval(store, device=device, query_split=options.query_split)
+    return load_retrieval(store, device=device, query_split=options.query_split, zero_input=options.zero_input)
 
 
 def check_retrieval(data: Any, ctx: RunContext) -> None:
