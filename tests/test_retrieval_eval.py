@@ -47,23 +47,30 @@ def brute(q, db, ql, dl, ranking, ks, cut):
     return np.mean(aps), np.mean(aprs), pks / nq, pr_p / nq, pr_r / max(1, n_with), aps
 
 
-@pytest.mark.parametrize("multilabel", [False, True])
-@pytest.mark.parametrize("bits", [8, 16])
-def test_hamming_matches_brute_force(multilabel: bool, bits: int) -> None:
-    rng = np.random.default_rng(bits + multilabel)
-    nq, nd, c = 37, 211, 5
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+@pytest.mark.parametrize(("labels", "bits"), [("single", 8), ("single", 16), ("multi", 8), ("multi", 16),
+                                              ("multi-70", 70), ("signed", 16),
+                                              ("multi", 300)])
+def test_hamming_matches_brute_force(labels: str, bits: int, engine: str) -> None:
+    """Both engines against the definitions: many ties (duplicated codes, few bits), codes over more
+    than one 64-bit word, label sets over more than 64 classes, and signed label vectors (the numpy
+    engine then takes the label product, as :func:`relevance`)."""
+    rng = np.random.default_rng(bits + len(labels))
+    nq, nd, c = 37, 211, 70 if labels == "multi-70" else 5
     q = rng.choice([-1.0, 1.0], size=(nq, bits)).astype(np.float32)
     db = rng.choice([-1.0, 1.0], size=(nd, bits)).astype(np.float32)
     db[:20] = q[0]  # exact duplicates: ties at distance 0
-    if multilabel:
-        ql = (rng.random((nq, c)) < 0.25).astype(np.uint8)
-        dl = (rng.random((nd, c)) < 0.25).astype(np.uint8)
-        ql[3] = 0  # a query sharing no label with anything: AP 0, still counted
-    else:
+    if labels == "single":
         ql, dl = rng.integers(0, c, nq), rng.integers(0, c, nd)
+    else:
+        ql = (rng.random((nq, c)) < 0.25).astype(np.int8)
+        dl = (rng.random((nd, c)) < 0.25).astype(np.int8)
+        ql[3] = 0  # a query sharing no label with anything: AP 0, still counted
+        if labels == "signed":
+            ql[5:9] -= (rng.random((4, c)) < 0.3).astype(np.int8)
     ks = (1, 5, 10, 300)
     s = rank_scores(torch.tensor(q), torch.tensor(db), torch.tensor(ql), torch.tensor(dl), ranking="hamming",
-                    ks=ks, pr_points=7, chunk_elements=5 * nd, keep_ap=True)  # 5 queries per chunk
+                    ks=ks, pr_points=7, chunk_elements=5 * nd, keep_ap=True, engine=engine)  # 5 queries per chunk
     m, mr, pk, pp, prr, aps = brute(q, db, ql, dl, "hamming", ks, s.pr_cutoff)
     assert s.map == pytest.approx(m, abs=1e-9) and s.map_at_r == pytest.approx(mr, abs=1e-9)
     assert np.allclose(list(s.precision_at.values()), pk, atol=1e-9)
@@ -99,6 +106,27 @@ def test_perfect_and_bad_input() -> None:
         map_at_all(codes[:0], codes, labels[:0], labels)
     with pytest.raises(DataError, match="ranking"):
         map_at_all(codes, codes, labels, labels, ranking="euclid")
+    with pytest.raises(DataError, match="engine"):
+        map_at_all(codes, codes, labels, labels, engine="gpu")
+    with pytest.raises(DataError, match="engine = 'numpy'"):
+        map_at_all(codes, codes, labels, labels, ranking="cosine", engine="numpy")
+
+
+def test_engines_agree_on_heavy_ties() -> None:
+    """4-bit codes (5 distances for 3,000 items: ties everywhere) and MIRFlickr-like multi-hot labels:
+    the numpy engine (radix sort per query) and the torch engine (flat sort per chunk) give the same
+    per-query APs and the same figures."""
+    g = torch.Generator().manual_seed(7)
+    q = torch.sign(torch.randn(150, 4, generator=g))
+    db = torch.sign(torch.randn(3000, 4, generator=g))
+    ql = (torch.rand(150, 24, generator=g) < 0.1).to(torch.uint8)
+    dl = (torch.rand(3000, 24, generator=g) < 0.1).to(torch.uint8)
+    a = rank_scores(q, db, ql, dl, keep_ap=True, engine="numpy", chunk_elements=16 * 3000)
+    b = rank_scores(q, db, ql, dl, keep_ap=True, engine="torch")
+    assert float((a.ap - b.ap).abs().max()) < 1e-12 and a.queries_without_relevant == b.queries_without_relevant > 0
+    assert a.map_at_r == pytest.approx(b.map_at_r, abs=1e-12)
+    assert np.allclose(list(a.precision_at.values()), list(b.precision_at.values()), atol=1e-12)
+    assert np.allclose(a.pr_precision, b.pr_precision, atol=1e-12) and np.allclose(a.pr_recall, b.pr_recall, atol=1e-12)
 
 
 def test_bench_baseline_loop_gives_the_same_values(repo_root) -> None:

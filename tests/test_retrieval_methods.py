@@ -71,7 +71,7 @@ def test_deep_methods_run_and_are_deterministic(r0: Path, tmp_path: Path, method
     assert 0.1 < m["map_i2t"] < 0.5 and 0.1 < m["map_t2i"] < 0.5 and 0 <= m["p@10_t2i"] <= 1
     rows = [json.loads(x) for x in (tmp_path / "a" / "epochs.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert (tmp_path / "a" / "checkpoints" / "final.pt").exists()
+    assert (tmp_path / "a" / "checkpoints" / "last.pt").exists()
 
 
 def test_hash_codes_are_binary_and_bits_are_checked(r0: Path, tmp_path: Path) -> None:
@@ -176,3 +176,75 @@ def test_dadh_store_uses_its_database_split_and_multi_hot_labels(tmp_path: Path)
     share = float(((labels[:50] @ labels[50:].T) > 0).mean())  # chance level of mAP
     m = result["metrics"]["methods"]["retrieval-hash"]["test"]
     assert m["map_i2t"] > share + 0.1 and m["map_t2i"] > share + 0.1, (m["map_i2t"], m["map_t2i"], share)
+
+
+@pytest.mark.parametrize(("method", "options"), [("retrieval-hash", {}), ("retrieval-twotower", {"labels": True})])
+def test_resume_after_a_kill_gives_the_uninterrupted_run(r0: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         method: str, options: dict) -> None:
+    """Killed a few optimiser steps into epoch 3 (the checkpoint holds epoch 2), resumed from last.pt:
+    the same epoch rows, metrics and final weights, bit for bit, as a run never interrupted."""
+    from train.checkpoint import read_verified
+
+    cfg = {"method": method, "device": "cpu", "plots": False, "seed": 5,
+           "method_options": {**FAST, "epochs": 4, **options}}
+    full = train(r0, tmp_path / "full", cfg)["metrics"]
+    rows_full = [json.loads(x) for x in (tmp_path / "full" / "epochs.jsonl").read_text().splitlines()]
+    original = torch.optim.Adam.step
+    steps = {"n": 0, "kill_after": 0}
+
+    def counted(self: torch.optim.Adam, *args: object, **kwargs: object) -> object:
+        steps["n"] += 1
+        if steps["kill_after"] and steps["n"] > steps["kill_after"]:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counted)
+    train(r0, tmp_path / "count", {**cfg, "method_options": {**cfg["method_options"], "epochs": 1}})
+    steps.update(kill_after=2 * steps["n"] + 3, n=0)  # a few steps into epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        train(r0, tmp_path / "cut", cfg)
+    monkeypatch.setattr(torch.optim.Adam, "step", original)
+    assert read_verified(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 2
+    again = train(r0, tmp_path / "cut", cfg)["metrics"]
+    assert again["resumed"] and not full["resumed"]
+    assert again["methods"] == full["methods"]
+    rows = [json.loads(x) for x in (tmp_path / "cut" / "epochs.jsonl").read_text().splitlines()]
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in rows_full]
+    a = read_verified(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = read_verified(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 4
+    for na, nb in zip(a["nets"], b["nets"]):
+        assert all(torch.equal(na[k], nb[k]) for k in na)
+    # a checkpoint of another run is refused, naming the field
+    (tmp_path / "cut" / "run.json").unlink()
+    other = {**cfg, "method_options": {**cfg["method_options"], "lr": 5e-4}}
+    with pytest.raises(ConfigError, match=r"fields that differ: options.*'lr': 0.0005"):
+        train(r0, tmp_path / "cut", other)
+
+
+def test_zero_vector_form_links_each_zero_half_to_its_partner(wiki_features: Path, tmp_path: Path) -> None:
+    """zero_input = 'zero-vector' (UMML's form) on a 'zero' store: the zero-filled halves are loaded with
+    all-zero features and their pair's label, each linked to its present partner, so every training
+    pair is a pair again; 'skip' (the default) leaves them out; a 'drop' store has none to add."""
+    store = bench_store(wiki_features, tmp_path / "z", ratio=0.5, mode="zero")
+    skip = load_retrieval(store)
+    data = load_retrieval(store, zero_input="zero-vector")
+    assert len(skip.linked()[0]) == 1086 and skip.train.n("image") + skip.train.n("text") == 2 * 1086 + 1087
+    ia, ib = data.linked()
+    assert len(ia) == 2173 and data.train.n("image") == data.train.n("text") == 2173
+    a, b = data.train.rows["image"], data.train.rows["text"]
+    assert bool((a.y[ia] == b.y[ib]).all())
+    zero_a, zero_b = (a.x == 0).all(1), (b.x == 0).all(1)
+    assert int(zero_a.sum()) + int(zero_b.sum()) == 1087 and not bool((zero_a & zero_b).any())
+    assert data.query.n("image") == skip.query.n("image") == 693  # queries: present rows only
+    assert "zero-vector" in data.protocol["notes"][-1]
+    result = train(store, tmp_path / "run", {"method": "retrieval-twotower", "device": "cpu", "plots": False,
+                                             "method_options": {**FAST, "epochs": 1, "zero_input": "zero-vector"}})
+    assert result["metrics"]["retrieval"]["rows_used"] == {"linked_pairs": 2173, "unpaired_image": 0,
+                                                           "unpaired_text": 0}
+    drop = bench_store(wiki_features, tmp_path / "d", ratio=0.5, mode="drop")
+    assert len(load_retrieval(drop, zero_input="zero-vector").linked()[0]) == 1086
+    with pytest.raises(DataError, match="zero_input"):
+        load_retrieval(store, zero_input="mean")

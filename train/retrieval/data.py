@@ -102,8 +102,21 @@ def labelled(y: torch.Tensor) -> torch.Tensor:
     return (y >= 0) if y.dim() == 1 else (y.sum(1) > 0)
 
 
-def load_retrieval(store: Any, device: torch.device | str = "cpu", query_split: str = "test") -> RetrievalData:
-    """Load the training, query and database splits of a benchmark (or features) store."""
+ZERO_INPUTS = ("skip", "zero-vector")
+
+
+def load_retrieval(store: Any, device: torch.device | str = "cpu", query_split: str = "test",
+                   zero_input: str = "skip") -> RetrievalData:
+    """Load the training, query and database splits of a benchmark (or features) store.
+
+    ``zero_input``: what the training split's zero-filled halves (``mode = "zero"``, ``present = 0``)
+    become. ``skip``: they are not loaded; the present half is an unpaired row (as under ``drop``).
+    ``zero-vector`` (UMML's form): they are loaded as rows whose features are the store's zeros,
+    with their pair's label, and each is linked to its present partner (the row at the same position
+    in the other modality's table: ``zero`` keeps both rows in place), so every broken pair stays a
+    pair with one all-zero input. Query and database splits always skip them (nothing to retrieve)."""
+    if zero_input not in ZERO_INPUTS:
+        raise DataError(f"zero_input = {zero_input!r}: must be one of {', '.join(ZERO_INPUTS)}.")
     from mixbench.store.shards import Store
 
     if not isinstance(store, Store):
@@ -123,19 +136,29 @@ def load_retrieval(store: Any, device: torch.device | str = "cpu", query_split: 
                  + (" (the same rows: test-as-query-and-database)" if database == query else ""))
     splits: dict[str, RetrievalSplit] = {}
     for split in dict.fromkeys(("train", query, database)):
-        rows = {}
+        tables = {}
         for m in mods:
             cols = ["id", "label", "pair", "feat"] + (["present"] if store.has_column(m, "present") else [])
-            t = store.load(split, m, cols)
-            keep = np.ones(len(t["id"]), dtype=bool) if "present" not in t else t["present"].astype(bool)
+            tables[m] = store.load(split, m, cols)
+        keeps = {m: np.ones(len(t["id"]), dtype=bool) if "present" not in t else t["present"].astype(bool)
+                 for m, t in tables.items()}
+        pairs = {m: t["pair"].astype(np.int64) for m, t in tables.items()}
+        if split == "train" and zero_input == "zero-vector" and not all(k.all() for k in keeps.values()):
+            keeps, pairs = _zero_vector_pairs(store.path, tables, keeps, pairs, mods)
+        rows = {}
+        for m, t in tables.items():
+            keep = keeps[m]
             lab = t["label"][keep]
             rows[m] = Rows(
                 x=torch.as_tensor(np.ascontiguousarray(t["feat"][keep]), dtype=torch.float32, device=device),
                 y=torch.as_tensor(lab if lab.ndim == 2 else lab.astype(np.int64), device=device),
-                pair=torch.as_tensor(t["pair"][keep].astype(np.int64), device=device),
+                pair=torch.as_tensor(pairs[m][keep], device=device),
                 ids=t["id"][keep],
             )
         splits[split] = RetrievalSplit(rows)
+    if zero_input == "zero-vector":
+        notes.append("zero-filled halves of the training split enter as zero vectors linked to their partner "
+                     "(zero_input = 'zero-vector')")
     for n in notes:
         log.info("retrieval protocol: %s", n)
     return RetrievalData(
@@ -144,3 +167,27 @@ def load_retrieval(store: Any, device: torch.device | str = "cpu", query_split: 
         protocol={"train": "train", "query": query, "database": database, "notes": notes},
         store_info=store.info, warnings=[n for n in notes if n.startswith("no ")],
     )
+
+
+def _zero_vector_pairs(path: Any, tables: dict[str, dict[str, np.ndarray]], keeps: dict[str, np.ndarray],
+                       pairs: dict[str, np.ndarray], mods: list[str]) -> tuple[dict[str, np.ndarray],
+                                                                            dict[str, np.ndarray]]:
+    """Keep the zero-filled halves and link each to the row at its position in the other table
+    (a fresh pair id above the store's)."""
+    a, b = mods
+    n = len(tables[a]["id"])
+    if len(tables[b]["id"]) != n:
+        raise DataError(f"{path}: zero_input = 'zero-vector' needs the two modalities' training tables row-aligned "
+                        f"(a 'zero' store); they have {n} and {len(tables[b]['id'])} rows. Use zero_input = 'skip'.")
+    half = keeps[a] != keeps[b]  # one half present, the other zero-filled
+    la, lb = tables[a]["label"][half], tables[b]["label"][half]
+    if (keeps[a] | keeps[b]).sum() != n or not bool((la == lb).all()):
+        raise DataError(f"{path}: zero_input = 'zero-vector': the zero-filled rows are not aligned with their "
+                        "partners (a row missing in both tables, or partners with different labels); this store was "
+                        "not written by unpair's 'zero' mode. Use zero_input = 'skip'.")
+    fresh = max(int(pairs[a].max(initial=-1)), int(pairs[b].max(initial=-1))) + 1
+    new_ids = fresh + np.arange(int(half.sum()), dtype=np.int64)
+    out = {m: pairs[m].copy() for m in mods}
+    for m in mods:
+        out[m][half] = new_ids
+    return {m: np.ones(n, dtype=bool) for m in mods}, out

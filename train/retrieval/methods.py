@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from mixbench.config import Config, option
-from mixbench.errors import DataError
-from mixbench.store.manifest import atomic_write, atomic_write_bytes
+from mixbench.errors import ConfigError, DataError, StoreError
+from mixbench.store.manifest import atomic_write_bytes
 
 from ..registry import Method, MethodResult, RunContext, register_method
-from .data import RetrievalData, labelled, load_retrieval
+from .data import ZERO_INPUTS, RetrievalData, labelled, load_retrieval
 from .evaluate import DEFAULT_KS, RankingScores, rank_scores
 from .models import CCAModel, HashModel, TwoTowerModel
 
@@ -46,6 +46,9 @@ class RetrievalOptions(Config):
     query_split: str = option("test", "split the queries come from (absent: 'val', else train, noted in the report)")
     ks: list[int] = option(list(DEFAULT_KS), "cut-offs of precision@k", low=1)
     pr_points: int = option(50, "points of the precision-recall curve (cut-offs spread evenly over the ranking)", low=1)
+    zero_input: str = option("skip", "training halves zero-filled by unpair's 'zero' mode: 'skip' (not loaded; the "
+                                     "present half is an unpaired row) or 'zero-vector' (UMML's form: a zero input "
+                                     "linked to its present partner as a pair)", choices=ZERO_INPUTS)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,15 @@ class CCAOptions(RetrievalOptions):
 
 
 @dataclass(frozen=True)
-class HashOptions(RetrievalOptions):
+class EpochOptions(RetrievalOptions):
+    """Options of the methods trained in epochs (checkpoints)."""
+
+    checkpoint_every: int = option(1, "write the training state to checkpoints/last.pt every N epochs and after the "
+                                      "last (0: only after the last); a killed run resumes from it exactly", low=0)
+
+
+@dataclass(frozen=True)
+class HashOptions(EpochOptions):
     bits: int = option(64, "code length K", choices=CODE_LENGTHS)
     hiddens: list[int] = option([512], "hidden widths of each modality's MLP", low=1)
     epochs: int = option(30, "training epochs (one pass over each modality's rows each)", low=1)
@@ -68,7 +79,7 @@ class HashOptions(RetrievalOptions):
 
 
 @dataclass(frozen=True)
-class TwoTowerOptions(RetrievalOptions):
+class TwoTowerOptions(EpochOptions):
     dim: int = option(64, "shared embedding dimension", low=1)
     hiddens: list[int] = option([], "hidden widths of each modality's MLP (empty: linear towers; on Wikipedia's 2,173 "
                                     "training pairs a 512-wide hidden layer overfits)", low=1)
@@ -96,9 +107,62 @@ def _build(name: str, opts: Config) -> Any:
     raise TypeError(f"{name}: unexpected options {type(opts).__name__}")
 
 
+CHECKPOINT = "last.pt"
+CHECKPOINT_FORMAT = "mixbench-retrieval-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class RetrievalCheckpoints:
+    """``checkpoints/last.pt`` of a deep retrieval method: written every ``checkpoint_every`` epochs and
+    after the last one (:func:`train.checkpoint.save_checkpoint`: a header line with the payload's
+    sha256, temp file, fsync, rename), read back with :func:`train.checkpoint.read_verified`. It names
+    the run (method, options but ``checkpoint_every``, seed, input store) and holds the training state
+    after its epoch (:func:`train.retrieval.models._common_state` and the model's own tensors); a
+    checkpoint of another run is refused, naming the fields that differ. Resuming restores the run
+    log's rows up to that epoch."""
+
+    def __init__(self, ctx: RunContext, name: str, every: int) -> None:
+        assert ctx.checkpoint_dir is not None
+        self.path = ctx.checkpoint_dir / CHECKPOINT
+        self.every = every
+        self.total = int(getattr(ctx.options, "epochs", 0))
+        self.runlog = ctx.runlog
+        options = {k: v for k, v in ctx.options.to_dict().items() if k != "checkpoint_every"}
+        self.ident = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "method": name,
+                      "options": options, "seed": ctx.cfg.seed, "input_sha256": ctx.input_sha256}
+        self.resumed_at: int | None = None
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        from ..checkpoint import read_verified
+
+        state = read_verified(self.path)
+        if not isinstance(state, dict):
+            raise StoreError(f"{self.path}: not a mixbench retrieval checkpoint; delete it or rerun with overwrite "
+                             "(CLI: --overwrite).")
+        diffs = [f"{k}: {state.get(k)!r} (checkpoint) vs {v!r} (now)" for k, v in self.ident.items()
+                 if state.get(k) != v]
+        if diffs:
+            raise ConfigError(f"{self.path}: checkpoint of another run; fields that differ: {'; '.join(diffs)}. "
+                              "Restore them to resume, or rerun with overwrite (CLI: --overwrite).")
+        self.resumed_at = int(state["epoch"])
+        if self.runlog is not None:
+            self.runlog.restore(list(state["rows"]))
+        log.info("%s: resuming after epoch %d from %s", self.ident["method"], self.resumed_at, self.path)
+        return state
+
+    def save(self, epoch: int, state: Any) -> None:
+        if epoch != self.total and not (self.every and epoch % self.every == 0):
+            return
+        from ..checkpoint import save_checkpoint
+
+        save_checkpoint(self.path, {**self.ident, **state()})
+
+
 def _load(store: Any, device: torch.device, options: Config) -> RetrievalData:
     assert isinstance(options, RetrievalOptions)
-    return load_retrieval(store, device=device, query_split=options.query_split)
+    return load_retrieval(store, device=device, query_split=options.query_split, zero_input=options.zero_input)
 
 
 def check_retrieval(data: Any, ctx: RunContext) -> None:
@@ -212,9 +276,14 @@ def make_run(name: str) -> Any:
         torch.manual_seed(ctx.cfg.seed)
         model = _build(name, opts)
         hook = ctx.runlog.append if ctx.runlog is not None else None
+        ckpt = (RetrievalCheckpoints(ctx, name, opts.checkpoint_every)
+                if ctx.checkpoint_dir is not None and isinstance(opts, EpochOptions) else None)
         t0 = time.perf_counter()
         with fit_threads(ctx):
-            model.fit(data, seed=ctx.cfg.seed, hook=hook)
+            if ckpt is not None:
+                model.fit(data, seed=ctx.cfg.seed, hook=hook, checkpoint=ckpt)
+            else:
+                model.fit(data, seed=ctx.cfg.seed, hook=hook)
         t_fit = time.perf_counter() - t0
         t0 = time.perf_counter()
         scores = score_directions(model, data, opts)
@@ -237,13 +306,6 @@ def make_run(name: str) -> Any:
         if ctx.out is not None and ctx.cfg.plots and pr_plot({name: scores}, ctx.out / "plots" / "pr.png",
                                                              f"{name}, seed {ctx.cfg.seed}"):
             sections.append("## Precision-recall\n\n![PR curves](plots/pr.png)")
-        if ctx.checkpoint_dir is not None and hasattr(model, "nets_"):
-            state = {"format": "mixbench-retrieval-model", "method": name, "config": ctx.cfg.to_dict(),
-                     "input_manifest_sha256": ctx.input_sha256,
-                     "nets": [n.state_dict() for n in model.nets_],
-                     "scalers": [(s.mean.cpu(), s.std.cpu()) for s in model.scalers_]}
-            ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(ctx.checkpoint_dir / "final.pt", lambda f: torch.save(state, f))
         extra = {
             "retrieval": {
                 "protocol": {k: v for k, v in data.protocol.items()},
@@ -262,7 +324,8 @@ def make_run(name: str) -> Any:
             embeddings[f"query_{m}_id"] = np.asarray(data.query.rows[m].ids, dtype=str)
         return MethodResult(metrics={name: {"test": metrics}}, final_epoch=getattr(opts, "epochs", 1), extra=extra,
                             report_sections=sections, embeddings=embeddings,
-                            timings={"fit": t_fit, "evaluate": t_eval}, table=table)
+                            timings={"fit": t_fit, "evaluate": t_eval}, table=table,
+                            resumed=ckpt is not None and ckpt.resumed_at is not None)
 
     return run
 

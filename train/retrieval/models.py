@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +33,15 @@ from .data import RetrievalData, labelled
 log = logging.getLogger(__name__)
 
 EpochHook = Callable[[dict[str, Any]], None]
+
+
+class EpochCheckpoint(Protocol):
+    """Where a model's training state goes after each epoch and comes back from (see
+    :class:`train.retrieval.methods.RetrievalCheckpoints`)."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, epoch: int, state: Callable[[], dict[str, Any]]) -> None: ...
 
 
 def mlp(d_in: int, hiddens: list[int], d_out: int) -> nn.Sequential:
@@ -147,7 +156,8 @@ class HashModel:
         self.bits, self.hiddens, self.epochs, self.batch_size = bits, hiddens, epochs, batch_size
         self.lr, self.gamma, self.eta, self.weight_decay = lr, gamma, eta, weight_decay
 
-    def fit(self, data: RetrievalData, seed: int, hook: EpochHook | None = None) -> HashModel:
+    def fit(self, data: RetrievalData, seed: int, hook: EpochHook | None = None,
+            checkpoint: EpochCheckpoint | None = None) -> HashModel:
         dev = data.train.rows[data.modalities[0]].x.device
         gen = _seeded(seed, dev)
         rows = [data.train.rows[m] for m in data.modalities]
@@ -173,8 +183,14 @@ class HashModel:
         n = [x.shape[0] for x in xs]
         with torch.no_grad():
             buf = [net(x) for net, x in zip(self.nets_, xs)]  # F and G buffers
+        self.history_: list[dict[str, Any]] = []
+        start = 0
+        state = checkpoint.load() if checkpoint is not None else None
+        if state is not None:  # the state after epoch `start`: nets, optimisers, generator, F/G buffers
+            start = _restore_common(state, self.nets_, opts, gen, self.history_)
+            buf = [b.to(dev) for b in state["buffers"]]
         codes = self._codes(buf, ia, ib)
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(start + 1, self.epochs + 1):
             t0 = time.perf_counter()
             parts = {"likelihood": 0.0, "quantisation": 0.0, "balance": 0.0}
             for side in (0, 1):
@@ -198,8 +214,13 @@ class HashModel:
                     parts["quantisation"] += float(quant.detach()) / (n[side] * self.bits)
                     parts["balance"] += float(bal.detach()) / (n[side] ** 2 * self.bits) / math.ceil(n[side] / self.batch_size)
             codes = self._codes(buf, ia, ib)
+            row = {"phase": "train", "epoch": epoch, "seconds": time.perf_counter() - t0, **parts}
+            self.history_.append(row)
             if hook is not None:
-                hook({"phase": "train", "epoch": epoch, "seconds": time.perf_counter() - t0, **parts})
+                hook(row)
+            if checkpoint is not None:
+                checkpoint.save(epoch, lambda: {**_common_state(self, opts, gen, epoch),
+                                                "buffers": [b.cpu() for b in buf]})
         self.codes_ = codes
         return self
 
@@ -243,7 +264,8 @@ class TwoTowerModel:
         self.lr, self.temperature, self.weight_decay = lr, temperature, weight_decay
         self.labels, self.pair_weight, self.label_temperature = labels, pair_weight, label_temperature
 
-    def fit(self, data: RetrievalData, seed: int, hook: EpochHook | None = None) -> TwoTowerModel:
+    def fit(self, data: RetrievalData, seed: int, hook: EpochHook | None = None,
+            checkpoint: EpochCheckpoint | None = None) -> TwoTowerModel:
         rows = [data.train.rows[m] for m in data.modalities]
         dev = rows[0].x.device
         gen = _seeded(seed, dev)
@@ -286,7 +308,15 @@ class TwoTowerModel:
         # labels, a batch of rows of each modality
         sizes = [n_pairs if use_pairs else 0] + ([x.shape[0] for x in xs] if self.labels else [])
         steps = max(1, math.ceil(max(sizes) / self.batch_size))
-        for epoch in range(1, self.epochs + 1):
+        self.history_: list[dict[str, Any]] = []
+        start = 0
+        state = checkpoint.load() if checkpoint is not None else None
+        if state is not None:  # the state after epoch `start`: towers, prototypes, optimiser, generator
+            start = _restore_common(state, self.nets_, [opt], gen, self.history_)
+            if self.labels:
+                with torch.no_grad():
+                    self.prototypes_.copy_(state["prototypes"])
+        for epoch in range(start + 1, self.epochs + 1):
             t0 = time.perf_counter()
             perms = [torch.randperm(k, generator=gen).to(dev) if k else None for k in sizes]
             totals = {"infonce": 0.0, "label_ce": 0.0}
@@ -312,11 +342,15 @@ class TwoTowerModel:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            row = {"phase": "train", "epoch": epoch, "seconds": time.perf_counter() - t0}
+            row.update({k: v / steps for k, v in totals.items() if (k == "infonce" and use_pairs) or
+                        (k == "label_ce" and self.labels)})
+            self.history_.append(row)
             if hook is not None:
-                row = {"phase": "train", "epoch": epoch, "seconds": time.perf_counter() - t0}
-                row.update({k: v / steps for k, v in totals.items() if (k == "infonce" and use_pairs) or
-                            (k == "label_ce" and self.labels)})
                 hook(row)
+            if checkpoint is not None:
+                checkpoint.save(epoch, lambda: {**_common_state(self, [opt], gen, epoch),
+                                                "prototypes": self.prototypes_.detach().cpu() if self.labels else None})
         return self
 
     @torch.no_grad()
@@ -324,6 +358,28 @@ class TwoTowerModel:
         net = self.nets_[side]
         net.eval()
         return nn.functional.normalize(net(self.scalers_[side](x)), dim=1)
+
+
+def _common_state(model: HashModel | TwoTowerModel, optimisers: list[torch.optim.Optimizer], gen: torch.Generator,
+                  epoch: int) -> dict[str, Any]:
+    """What every epoch-trained model's checkpoint holds: the epochs done, the networks, the optimisers
+    (Adam's moments and step counts), the run's generator, the standardisers and the epoch rows."""
+    return {"epoch": epoch, "nets": [n.state_dict() for n in model.nets_],
+            "optimisers": [o.state_dict() for o in optimisers], "generator": gen.get_state(),
+            "scalers": [(sc.mean.cpu(), sc.std.cpu()) for sc in model.scalers_],
+            "rows": [dict(r) for r in model.history_]}
+
+
+def _restore_common(state: dict[str, Any], nets: list[nn.Module], optimisers: list[torch.optim.Optimizer],
+                    gen: torch.Generator, history: list[dict[str, Any]]) -> int:
+    """Load :func:`_common_state` into freshly built networks and optimisers; the epochs done."""
+    for net, sd in zip(nets, state["nets"]):
+        net.load_state_dict(sd)
+    for opt, sd in zip(optimisers, state["optimisers"]):
+        opt.load_state_dict(sd)
+    gen.set_state(state["generator"])
+    history[:] = [dict(r) for r in state["rows"]]
+    return int(state["epoch"])
 
 
 def _wrap(perm: torch.Tensor, step: int, batch: int) -> torch.Tensor:
