@@ -287,6 +287,9 @@ class StackedOptimizer:
     def step(self, active: np.ndarray) -> None:
         all_active = bool(active.all())
         self.steps += active
+        if all_active and (self.kind == "rmsprop" or (self.steps == self.steps[0]).all()):
+            self._step_foreach()
+            return
         run_axis = 0 if self.select is not None else 1
         act_t = None if all_active else torch.as_tensor(active)
         for (params, lr), states in zip(self.groups, self.state):
@@ -330,6 +333,38 @@ class StackedOptimizer:
                     for k, v in st.items():
                         v.copy_(torch.where(keep, before[k], v))
 
+    def _step_foreach(self) -> None:
+        """Every run steps, at one step count: the multi-tensor form of the same formulas."""
+        for (params, lr), states in zip(self.groups, self.state):
+            pairs = [(self._view(p), self._view(p.grad), st) for p, st in zip(params, states) if p.grad is not None]
+            if not pairs:
+                continue
+            views = [v for v, _, _ in pairs]
+            grads = [g for _, g, _ in pairs]
+            if self.wd:
+                grads = torch._foreach_add(grads, views, alpha=self.wd)
+            if self.kind == "rmsprop":
+                sq = [st["square_avg"] for _, _, st in pairs]
+                torch._foreach_mul_(sq, self.alpha)
+                torch._foreach_addcmul_(sq, grads, grads, value=1 - self.alpha)
+                avg = torch._foreach_sqrt(sq)
+                torch._foreach_add_(avg, self.eps)
+                torch._foreach_addcdiv_(views, grads, avg, value=-lr)
+            else:
+                b1, b2 = self.betas
+                m = [st["exp_avg"] for _, _, st in pairs]
+                v = [st["exp_avg_sq"] for _, _, st in pairs]
+                torch._foreach_lerp_(m, grads, 1 - b1)
+                torch._foreach_mul_(v, b2)
+                torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+                step = int(self.steps[0])
+                bc1 = 1 - b1 ** step
+                bc2_sqrt = math.sqrt(1 - b2 ** step)
+                denom = torch._foreach_sqrt(v)
+                torch._foreach_div_(denom, bc2_sqrt)
+                torch._foreach_add_(denom, self.eps)
+                torch._foreach_addcdiv_(views, m, denom, value=-(lr / bc1))
+
     @torch.no_grad()
     def clamp_(self, bound: float) -> None:
         ps = self.params()
@@ -367,6 +402,7 @@ class StackedTrainer:
         self.cfg = t0.cfg
         self.arch = t0.arch
         self.device = t0.device
+        self.dtype = t0.x_train.dtype
         self.S = len(self.trainers)
         nets = [t.net for t in self.trainers]
         dev = self.device
@@ -416,6 +452,8 @@ class StackedTrainer:
                 bar.close()
             self.write_back()
             self._hand_over()
+            for t in self.trainers:
+                t.save_checkpoint(phase_end=True)  # no-op without a checkpoint_dir
         evs = [t.last_eval for t in self.trainers]
         if cfg.epochs == 0 or any(ev is None or ev.epoch != cfg.epochs - 1 for ev in evs):
             evs = [t.final_evaluation() for t in self.trainers]
@@ -476,13 +514,13 @@ class StackedTrainer:
         sizes = np.array([[len(v) for v in row] for row in members], dtype=np.int64)
         n = max(1, int(sizes.max()))
         idx = torch.zeros(P, S, n, dtype=torch.long)
-        mask = torch.zeros(P, S, n)
+        mask = torch.zeros(P, S, n, dtype=self.dtype)
         for p in range(P):
             for s in range(S):
                 k = int(sizes[p, s])
                 idx[p, s, :k] = members[p][s]
                 mask[p, s, :k] = 1.0
-        count = torch.as_tensor(np.maximum(sizes, 1), dtype=torch.float32).reshape(P * S, 1, 1)
+        count = torch.as_tensor(np.maximum(sizes, 1), dtype=self.dtype).reshape(P * S, 1, 1)
         dev = self.device
         return (idx.to(dev), mask.reshape(P * S, n, 1).to(dev), count.to(dev), sizes)
 
