@@ -224,7 +224,12 @@ def cmd_table(a: argparse.Namespace) -> int:
                         continue
                     t0 = time.perf_counter()
                     run_dir = a.work / "runs" / f"{name.replace(' ', '-')}-{spec.replace(':', '-')}-s{seed}"
-                    cfg = {"method": method, "seed": seed, "device": a.device, "plots": False, "method_options": opts}
+                    cfg: dict[str, Any] = {"method": method, "seed": seed, "device": a.device, "plots": False}
+                    if method == "dm2c":  # a DM2C variant: its own [train] keys (--dm2c-options), not method_options
+                        cfg |= dict(json.loads(a.dm2c_options)) if a.dm2c_options else {}
+                        cfg["variant"] = variant or "faithful"
+                    else:
+                        cfg["method_options"] = opts
                     try:
                         m = train(root / "unpair", run_dir, cfg, overwrite=True)["metrics"]
                     except Exception as exc:  # recorded, e.g. a store without linked pairs
@@ -235,6 +240,7 @@ def cmd_table(a: argparse.Namespace) -> int:
                     label = next(k for k in m["methods"] if not k.startswith("kmeans"))
                     results.append({"recipe": name, "ratio": ratio, "method": spec, "seed": seed,
                                     "metrics": m["methods"][label], "kmeans_linked": m["methods"].get("kmeans-linked"),
+                                    "baselines": {k: v for k, v in m["methods"].items() if k.startswith("kmeans")},
                                     "headroom": m.get("headroom"), "repairing": m.get("repairing"),
                                     "seconds": time.perf_counter() - t0})
                     log.info("%s %s seed %d: test acc %.3f (kmeans-linked %s) %.0f s", name, spec, seed,
@@ -322,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--mode", default="decouple", help="[unpair] mode of the stores")
     t.add_argument("--seeds", type=int, default=5)
     t.add_argument("--options", default="", help="JSON of method_options shared by every run (a shortened protocol)")
+    t.add_argument("--dm2c-options", default="",
+                   help="JSON of [train] keys for the dm2c specs (e.g. dm2c:dm2c-linked), instead of --options")
     t.add_argument("--device", default="cpu")
     t.add_argument("--work", type=Path, default=REPO / "out" / "bench-mvcln")
     t.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mvcln-table.json")
