@@ -275,16 +275,22 @@ def results_table(results: list[dict[str, Any]]) -> str:
             out.append(f"| {recipe} | {method} | 0 | {rs[0].get('error', '')[:60]} | | | | | |")
             continue
         kl = [r["kmeans_linked"]["test"]["acc"] for r in ok if r.get("kmeans_linked")]
+        if not kl:  # no link left (r = 1): the pooled baseline instead
+            kl = [r["baselines"]["kmeans-pooled"]["test"]["acc"] for r in ok if "kmeans-pooled" in (r.get("baselines") or {})]
+            kl_note = " (pooled)" if kl else ""
+        else:
+            kl_note = ""
 
         def rep(split: str, key: str) -> str:
-            return mean_std([r["repairing"][split][key] for r in ok if key in r["repairing"].get(split, {})])
+            vals = [(r.get("repairing") or {}).get(split, {}).get(key) for r in ok]
+            return mean_std([v for v in vals if v is not None]) if any(v is not None for v in vals) else "—"
 
-        found = rep("test", "partner_found") if any("partner_found" in r["repairing"].get("test", {}) for r in ok) \
-            else "(" + rep("test", "partner_in_k") + ")"
+        found = rep("test", "partner_found") if any("partner_found" in (r.get("repairing") or {}).get("test", {}) for r in ok) \
+            else "(" + rep("test", "partner_in_k") + ")" if any(r.get("repairing") for r in ok) else "—"
         hr = [r["headroom"]["test"] for r in ok if r.get("headroom") and "test" in r["headroom"]]
         bounds = f"{mean_std([h['aligned_random'] for h in hr])} / {mean_std([h['aligned_oracle'] for h in hr])}" if hr else "—"
         out.append(f"| {recipe} | {method} | {len(ok)} | {mean_std([r['metrics']['test']['acc'] for r in ok])} | "
-                   f"{mean_std([r['metrics']['test']['nmi'] for r in ok])} | {mean_std(kl)} | {rep('train', 'car')} | "
+                   f"{mean_std([r['metrics']['test']['nmi'] for r in ok])} | {mean_std(kl) + kl_note} | {rep('train', 'car')} | "
                    f"{rep('test', 'car')} | {found} | {bounds} |")
     return "\n".join(out)
 
