@@ -318,6 +318,9 @@ def test_estimator_predicts_new_rows_and_is_reproducible(uci_decouple: Path) -> 
     b = MvCLN(**{**SMALL, "epochs": 1}, variant="mvcln-plus", device="cpu", random_state=3).fit(uci_decouple)
     assert np.array_equal(labels, b.labels_) and a.metrics_ == b.metrics_
     assert a.resolved_options.cluster_on == "input" and a.get_params()["variant"] == "mvcln-plus"
+    clone = MvCLN(**a.get_params())  # scikit-learn's clone: the same effective settings
+    assert clone.resolved_options == a.resolved_options and clone.get_params() == a.get_params()
+    assert a.get_params()["k_fill"] == 10 and MvCLN(variant="mvcln-plus").set_params(variant="faithful").get_params()["k_fill"] == 3
     test = a.data_.splits["test"]  # every test row unlinked: imputed from the whole split, so order-free
     mods = a.data_.modalities
     assert np.array_equal(a.predict(test), a.predict("test"))

@@ -262,19 +262,24 @@ class MvCLN:
 
     # -- sklearn protocol -------------------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {**self.options.to_dict(), "seed": self.seed, "device": self.device, "n_clusters": self.n_clusters}
+        """The settings the method runs with (a variant's preset filled in), so ``type(m)(**m.get_params())``
+        is the same estimator."""
+        return {**self.resolved_options.to_dict(), "seed": self.seed, "device": self.device, "n_clusters": self.n_clusters}
 
     def set_params(self, **params: Any) -> MvCLN:
-        merged = {**self.get_params(), **params}
-        self.__init__(**merged)  # type: ignore[misc]
-        self._given = {k: v for k, v in {**self._given, **params}.items() if k not in self._run_keys + ("random_state",)}
+        """Change settings; the options given so far stay given (a new ``variant`` brings its own preset)."""
+        run = {"seed": self.seed, "device": self.device, "n_clusters": self.n_clusters}
+        if "random_state" in params:
+            run["seed"] = params.pop("random_state")
+        self.__init__(**{**run, **self._given, **params})  # type: ignore[misc]
         return self
 
     def __repr__(self) -> str:
         from .mvcln import MvCLNOptions
 
         defaults = {**MvCLNOptions().to_dict(), "seed": 0, "device": "auto", "n_clusters": 0}
-        changed = {k: v for k, v in self.get_params().items() if defaults.get(k) != v}
+        given = {**self.options.to_dict(), "seed": self.seed, "device": self.device, "n_clusters": self.n_clusters}
+        changed = {k: v for k, v in given.items() if defaults.get(k) != v}
         return f"{self._name()}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     @property
