@@ -224,7 +224,12 @@ def cmd_table(a: argparse.Namespace) -> int:
                         continue
                     t0 = time.perf_counter()
                     run_dir = a.work / "runs" / f"{name.replace(' ', '-')}-{spec.replace(':', '-')}-s{seed}"
-                    cfg = {"method": method, "seed": seed, "device": a.device, "plots": False, "method_options": opts}
+                    cfg: dict[str, Any] = {"method": method, "seed": seed, "device": a.device, "plots": False}
+                    if method == "dm2c":  # a DM2C variant: its own [train] keys (--dm2c-options), not method_options
+                        cfg |= dict(json.loads(a.dm2c_options)) if a.dm2c_options else {}
+                        cfg["variant"] = variant or "faithful"
+                    else:
+                        cfg["method_options"] = opts
                     try:
                         m = train(root / "unpair", run_dir, cfg, overwrite=True)["metrics"]
                     except Exception as exc:  # recorded, e.g. a store without linked pairs
@@ -235,6 +240,7 @@ def cmd_table(a: argparse.Namespace) -> int:
                     label = next(k for k in m["methods"] if not k.startswith("kmeans"))
                     results.append({"recipe": name, "ratio": ratio, "method": spec, "seed": seed,
                                     "metrics": m["methods"][label], "kmeans_linked": m["methods"].get("kmeans-linked"),
+                                    "baselines": {k: v for k, v in m["methods"].items() if k.startswith("kmeans")},
                                     "headroom": m.get("headroom"), "repairing": m.get("repairing"),
                                     "seconds": time.perf_counter() - t0})
                     log.info("%s %s seed %d: test acc %.3f (kmeans-linked %s) %.0f s", name, spec, seed,
@@ -269,16 +275,22 @@ def results_table(results: list[dict[str, Any]]) -> str:
             out.append(f"| {recipe} | {method} | 0 | {rs[0].get('error', '')[:60]} | | | | | |")
             continue
         kl = [r["kmeans_linked"]["test"]["acc"] for r in ok if r.get("kmeans_linked")]
+        if not kl:  # no link left (r = 1): the pooled baseline instead
+            kl = [r["baselines"]["kmeans-pooled"]["test"]["acc"] for r in ok if "kmeans-pooled" in (r.get("baselines") or {})]
+            kl_note = " (pooled)" if kl else ""
+        else:
+            kl_note = ""
 
         def rep(split: str, key: str) -> str:
-            return mean_std([r["repairing"][split][key] for r in ok if key in r["repairing"].get(split, {})])
+            vals = [(r.get("repairing") or {}).get(split, {}).get(key) for r in ok]
+            return mean_std([v for v in vals if v is not None]) if any(v is not None for v in vals) else "—"
 
-        found = rep("test", "partner_found") if any("partner_found" in r["repairing"].get("test", {}) for r in ok) \
-            else "(" + rep("test", "partner_in_k") + ")"
+        found = rep("test", "partner_found") if any("partner_found" in (r.get("repairing") or {}).get("test", {}) for r in ok) \
+            else "(" + rep("test", "partner_in_k") + ")" if any(r.get("repairing") for r in ok) else "—"
         hr = [r["headroom"]["test"] for r in ok if r.get("headroom") and "test" in r["headroom"]]
         bounds = f"{mean_std([h['aligned_random'] for h in hr])} / {mean_std([h['aligned_oracle'] for h in hr])}" if hr else "—"
         out.append(f"| {recipe} | {method} | {len(ok)} | {mean_std([r['metrics']['test']['acc'] for r in ok])} | "
-                   f"{mean_std([r['metrics']['test']['nmi'] for r in ok])} | {mean_std(kl)} | {rep('train', 'car')} | "
+                   f"{mean_std([r['metrics']['test']['nmi'] for r in ok])} | {mean_std(kl) + kl_note} | {rep('train', 'car')} | "
                    f"{rep('test', 'car')} | {found} | {bounds} |")
     return "\n".join(out)
 
@@ -322,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--mode", default="decouple", help="[unpair] mode of the stores")
     t.add_argument("--seeds", type=int, default=5)
     t.add_argument("--options", default="", help="JSON of method_options shared by every run (a shortened protocol)")
+    t.add_argument("--dm2c-options", default="",
+                   help="JSON of [train] keys for the dm2c specs (e.g. dm2c:dm2c-linked), instead of --options")
     t.add_argument("--device", default="cpu")
     t.add_argument("--work", type=Path, default=REPO / "out" / "bench-mvcln")
     t.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mvcln-table.json")

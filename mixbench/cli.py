@@ -30,6 +30,22 @@ from .errors import ConfigError, MixbenchError
 log = logging.getLogger("mixbench")
 
 
+def _parse_method_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``NAME={TOML inline table}`` per item → ``{NAME: table}``."""
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        name, eq, table = item.partition("=")
+        try:
+            value = tomllib.loads(f"v = {table}")["v"] if eq else None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--method-options {item!r}: {exc}; write NAME={{key = value, ...}}.") from None
+        if not name.strip() or not isinstance(value, dict):
+            raise ConfigError(f"--method-options {item!r}: write NAME={{key = value, ...}}, e.g. 'mvcln={{epochs = 30}}'.")
+        out[name.strip()] = value
+    return out
+
+
 def _parse_set(items: list[str] | None, *, staged: bool) -> dict[str, Any]:
     """``--set key=value`` (value parsed as a TOML literal, else kept as a string)."""
     out: dict[str, Any] = {}
@@ -144,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "the recipe's [unpair] mode only)")
     p.add_argument("--jobs", type=int, default=1,
                    help="cells trained at a time, each in its own process (results as one at a time; e.g. the core count)")
+    p.add_argument("--methods", help="comma-separated methods trained on every cell, in one table and plot: NAME, "
+                   "NAME:VARIANT or a variant name, e.g. dm2c,dm2c-linked,mvcln,mvcln-plus,sure (default: the "
+                   "recipe's [train] method alone)")
+    p.add_argument("--method-options", action="append", metavar="NAME=TABLE",
+                   help="[train] method_options of one method in a --methods sweep, a TOML inline table, e.g. "
+                   "'mvcln={epochs = 30, hiddens = [256, 256, 256]}' (repeatable)")
     p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE", help="override a recipe key")
     _common(p)
 
@@ -319,6 +341,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             overrides=_parse_set(args.set, staged=True),
             modes=[x for x in args.mode.split(",") if x] if args.mode else None,
             jobs=args.jobs,
+            methods=[x for x in args.methods.split(",") if x] if args.methods else None,
+            method_options=_parse_method_options(args.method_options),
         )
         print(result["table"])
         print(f"\ntable: {result['table_path']}\nplot:  {result['plot_path']}")

@@ -5,6 +5,12 @@ cell (strategy, ratio, seed) gets its own unpair store and train run under
 ``<out>/cells/<strategy>/r<ratio>/s<seed>/``. The seed seeds both the selection (unpair) and
 training. Test rows are treated as the recipe says (``[unpair] test_ratio``) in every cell, so
 all cells are evaluated on the same kind of test set. Finished cells are reused on a rerun.
+
+``methods`` (CLI ``--methods dm2c,dm2c-linked,mvcln,mvcln-plus,sure``) adds a method axis: every
+cell's one unpair store is trained by each method in turn (``train-<label>/`` beside ``unpair/``),
+and the table and the plot hold them all beside the k-means baselines (taken from the cell's first
+run; every run computes the same ones on the same store). A method that refuses a cell's store
+(say ``mvcln`` at ratio 1, no link left) is a "—" in the table, its one-line reason in ``sweep.json``.
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ def run_sweep(
     overrides: dict[str, dict[str, Any]] | None = None,
     modes: list[str] | None = None,
     jobs: int = 1,
+    methods: list[str] | None = None,
+    method_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the grid; returns ``{"table", "table_path", "plot_path", "cells"}``.
 
@@ -68,7 +76,10 @@ def run_sweep(
     ``[unpair] mode`` alone, cells under ``cells/<strategy>/...``; given: ``cells/<mode>/<strategy>/...``
     and a mode column).
     ``jobs``: cells run at a time, each in its own worker process (one CPU thread each for the
-    small models, as a solo run uses): the results are those of running them one by one."""
+    small models, as a solo run uses): the results are those of running them one by one.
+    ``methods``: method specs trained on every cell (:func:`method_specs`: ``NAME`` or ``NAME:VARIANT``,
+    or a bare variant name such as ``dm2c-linked`` or ``mvcln-plus``); ``method_options``: per method
+    name, its ``[train] method_options`` (over the recipe's when the recipe names the same method)."""
     import embed
     import prep
     import unpair
@@ -94,11 +105,16 @@ def run_sweep(
         if not 0.0 <= r <= 1.0:
             raise ConfigError(f"--ratio {r}: must be in [0, 1].")
     configs = stage_configs(recipe)  # validates everything before any work
+    specs = method_specs(methods, configs["train"], method_options or {}) if methods else None
+    if specs:
+        configs["methods"] = specs
+        method = method or specs[0][0]
     method = method or configs["train"].method  # the table's first row and the plot's line (dm2c, tac, ...)
     if metric is None:  # the method family's headline metric
         from train.registry import get_method
 
-        metric = "map_mean" if get_method(configs["train"].method).family == "retrieval" else "acc"
+        first = specs[0][1].method if specs else configs["train"].method
+        metric = "map_mean" if get_method(first).family == "retrieval" else "acc"
     retrieval = metric in RETRIEVAL_METRICS
     root = Path(out) if out is not None else Path("out") / f"{recipe.name}-sweep"
     with OutputLock(root, "sweep"):  # one sweep per folder (its stages lock their own folders too)
@@ -114,14 +130,20 @@ def run_sweep(
                 c["strategy"] = f"{c['mode']} · {c['strategy']}"
             strategies = [f"{m} · {s}" for m in modes for s in strategies]
         summary = _summarise(cells, strategies, ratios, method)
-        table = _table(summary, strategies, ratios, metric, method, seeds)
+        labels = [label for label, _ in specs] if specs else None
+        table = _table(summary, strategies, ratios, metric, method, seeds, order=labels)
+        refused = _refusals(cells)
+        if refused:
+            table += "\n\n" + "\n".join(f"— {m}: {why}" for m, why in refused.items())
         atomic_write_json(root / "sweep.json", {"recipe": str(recipe.path), "ratios": ratios, "strategies": strategies,
                                                 "seeds": seeds, "method": method, "metric": metric,
+                                                "methods": labels, "method_configs": {label: cfg.to_dict() for label, cfg in specs}
+                                                if specs else None,
                                                 "modes": modes, "cells": cells, "summary": summary})
         atomic_write_text(root / "sweep.csv", _csv(summary))
         atomic_write_text(root / "sweep.md", table + "\n")
         plot_path = root / "sweep.png"
-        _plot(summary, strategies, ratios, metric, method, plot_path, baselines=not retrieval)
+        _plot(summary, strategies, ratios, metric, method, plot_path, baselines=not retrieval, methods=labels)
         return {"table": table, "table_path": str(root / "sweep.md"), "plot_path": str(plot_path), "cells": cells,
                 "summary": summary}
 
@@ -135,17 +157,112 @@ def _run_cell(root: Path, configs: dict[str, Any], mode: str | None, strategy: s
 
     cell = root / "cells" / (mode or "") / strategy / f"r{ratio:g}" / f"s{seed}"
     ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed, **({"mode": mode} if mode else {}))
-    tcfg = configs["train"].replace(seed=seed)
     unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
-    result = train.train(cell / "unpair", cell / "train", tcfg, overwrite=True)
-    metrics = result["metrics"]
-    return {
-        "strategy": strategy, "ratio": ratio, "seed": seed, "run_dir": str(cell / "train"),
-        "methods": {m: v for m, v in metrics["methods"].items()},
-        "seconds": metrics.get("wall_time", {}).get("total"),
-        "peak_rss_mib": _peak_rss_mib(),
-        **({"mode": mode} if mode else {}),
-    }
+    where = {"strategy": strategy, "ratio": ratio, "seed": seed, **({"mode": mode} if mode else {})}
+    specs = configs.get("methods")
+    if not specs:  # the recipe's method alone
+        tcfg = configs["train"].replace(seed=seed)
+        metrics = train.train(cell / "unpair", cell / "train", tcfg, overwrite=True)["metrics"]
+        return {**where, "run_dir": str(cell / "train"), "methods": {m: v for m, v in metrics["methods"].items()},
+                "seconds": metrics.get("wall_time", {}).get("total"), "peak_rss_mib": _peak_rss_mib()}
+    from .errors import DataError
+
+    rows: dict[str, Any] = {}
+    run_dirs: dict[str, str] = {}
+    seconds: dict[str, float | None] = {}
+    refused: dict[str, str] = {}
+    for label, tcfg in specs:
+        run_dir = cell / f"train-{label}"
+        try:
+            metrics = train.train(cell / "unpair", run_dir, tcfg.replace(seed=seed), overwrite=True)["metrics"]
+        except DataError as exc:  # the method refuses this store (one line): a "—" in the table
+            log.info("sweep cell %s: %s refused: %s", where, label, exc)
+            refused[label] = str(exc)
+            continue
+        own = [m for m in metrics["methods"] if not m.startswith("kmeans")]
+        for m in own:  # the method's row(s) under its label (dm2c and dm2c-linked both report "dm2c")
+            rows[label if len(own) == 1 else f"{label}/{m}"] = metrics["methods"][m]
+        for m, v in metrics["methods"].items():  # baselines: the cell's first run's (all runs compute the same)
+            if m.startswith("kmeans"):
+                rows.setdefault(m, v)
+        run_dirs[label] = str(run_dir)
+        seconds[label] = metrics.get("wall_time", {}).get("total")
+    return {**where, "run_dir": run_dirs, "methods": rows, "seconds": sum(v or 0.0 for v in seconds.values()),
+            "method_seconds": seconds, "refused": refused, "peak_rss_mib": _peak_rss_mib()}
+
+
+def method_specs(specs: list[str], base: Any, options: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
+    """``(label, [train] config)`` per method spec, checked before any work.
+
+    A spec is ``NAME`` (a registered method, e.g. ``mvcln``), ``NAME:VARIANT`` (``dm2c:dm2c-linked``: DM2C's
+    ``[train] variant``; ``mvcln:mvcln-plus``: the method's ``method_options.variant``) or a bare variant
+    name (``dm2c-linked``, ``mvcln-plus``) when exactly one method has it, or one is named in it (``mvcln-plus``
+    is also ``sure``'s: ``sure:mvcln-plus``). The label is the variant when one
+    is named, else the method. Recipe keys of ``[train]`` carry over (DM2C's schedule, ``seed`` is the
+    cell's); ``variant_options`` and ``method_options`` only to the method (and variant) the recipe names,
+    ``options[NAME]`` over them."""
+    from train.registry import get_method, list_methods, list_variants
+
+    known = set(list_methods())
+    dm2c_variants = set(list_variants())
+    for name in options:
+        if name not in known:
+            raise ConfigError(f"--method-options {name}=...: no method {name!r}; methods: {', '.join(sorted(known))}.")
+    out: list[tuple[str, Any]] = []
+    for spec in specs:
+        name, _, variant = spec.partition(":")
+        if name not in known:  # a bare variant name
+            owners = (["dm2c"] if name in dm2c_variants else []) + sorted(
+                m for m in known if m != "dm2c" and name in _option_choices(get_method(m).options_cls, "variant"))
+            named = [m for m in owners if name.startswith(m + "-")]  # mvcln-plus: also sure's, but named for mvcln
+            owners = named if len(named) == 1 else owners
+            if len(owners) != 1 or variant:
+                raise ConfigError(f"--methods {spec!r}: not a method, nor a variant of exactly one method "
+                                  f"(methods: {', '.join(sorted(known))}; DM2C variants: {', '.join(sorted(dm2c_variants))}); "
+                                  "write METHOD or METHOD:VARIANT.")
+            name, variant = owners[0], name
+        if name == "dm2c":
+            v = variant or "faithful"
+            keep = base.variant_options if base.method == "dm2c" and base.variant == v else {}
+            cfg = base.replace(method="dm2c", variant=v, variant_options=keep, method_options={})
+        else:
+            opts = {**(base.method_options if base.method == name else {}), **options.get(name, {})}
+            if variant:
+                if variant not in _option_choices(get_method(name).options_cls, "variant"):
+                    raise ConfigError(f"--methods {spec!r}: method {name!r} has no variant {variant!r}.")
+                opts["variant"] = variant
+            cfg = base.replace(method=name, variant="faithful", variant_options={}, method_options=opts)
+        try:
+            cfg.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"--methods {spec!r}: {exc}") from None
+        label = variant if variant and variant != "faithful" else name
+        if any(label == other for other, _ in out):
+            label = spec
+        if any(label == other for other, _ in out):
+            raise ConfigError(f"--methods: {spec!r} is given twice.")
+        out.append((label, cfg))
+    return out
+
+
+def _option_choices(options_cls: Any, field: str) -> tuple[Any, ...]:
+    """The allowed values of an option (empty when it has none or no such field)."""
+    from dataclasses import fields
+
+    for f in fields(options_cls):
+        if f.name == field:
+            return tuple(f.metadata.get("choices") or ())
+    return ()
+
+
+def _refusals(cells: list[dict[str, Any]]) -> dict[str, str]:
+    """One reason per method that refused some cell, with the cells' ratios."""
+    out: dict[str, str] = {}
+    for m in sorted({m for c in cells for m in c.get("refused", {})}):
+        rs = sorted({c["ratio"] for c in cells if m in c.get("refused", {})})
+        why = next(c["refused"][m] for c in cells if m in c.get("refused", {}))
+        out[m] = f"refused at r = {', '.join(f'{r:g}' for r in rs)}: {why}"
+    return out
 
 
 def _peak_rss_mib() -> float | None:
@@ -206,10 +323,13 @@ def _summarise(cells: list[dict[str, Any]], strategies: list[str], ratios: list[
     return rows
 
 
-def _table(summary: list[dict[str, Any]], strategies: list[str], ratios: list[float], metric: str, method: str, seeds: int) -> str:
-    """Markdown: one row per (strategy, method), one column per ratio, mean ± std of the test metric."""
+def _table(summary: list[dict[str, Any]], strategies: list[str], ratios: list[float], metric: str, method: str, seeds: int,
+           order: list[str] | None = None) -> str:
+    """Markdown: one row per (strategy, method), one column per ratio, mean ± std of the test metric
+    (``order``: the methods first, in this order, then the baselines)."""
     tested = {r["method"] for r in summary if r["split"] == "test" and r[f"{metric}_mean"] == r[f"{metric}_mean"]}
-    methods = [method] + sorted(m for m in tested if m != method)  # e.g. kmeans-concat has no test rows at test_ratio 1
+    first = order or [method]
+    methods = first + sorted(m for m in tested if m not in first)  # e.g. kmeans-concat has no test rows at test_ratio 1
     head = f"test {_label(metric)} (mean ± std over {seeds} seed(s))"
     lines = ["| strategy | method | " + " | ".join(f"r = {r:g}" for r in ratios) + " |",
              "|---|---|" + "---|" * len(ratios)]
@@ -238,7 +358,7 @@ def _csv(summary: list[dict[str, Any]]) -> str:
 
 
 def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[float], metric: str, method: str, path: Path,
-          baselines: bool = True) -> None:
+          baselines: bool = True, methods: list[str] | None = None) -> None:
     try:
         import matplotlib
 
@@ -249,6 +369,21 @@ def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[flo
         return
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if methods:  # a method axis: one colour per method (and baseline), one line style per strategy
+        drawn = methods + (["kmeans-pooled", "kmeans-linked"] if baselines else [])
+        styles = ["-o", "--s", ":^", "-.v", "-x", "--d"]
+        for mi, m in enumerate(drawn):
+            for si, strategy in enumerate(strategies):
+                points = [x for r in ratios for x in summary if x["strategy"] == strategy and x["ratio"] == r
+                          and x["method"] == m and x["split"] == "test" and x[f"{metric}_mean"] == x[f"{metric}_mean"]]
+                if not points:
+                    continue
+                ax.errorbar([x["ratio"] for x in points], [x[f"{metric}_mean"] for x in points],
+                            yerr=[x[f"{metric}_std"] for x in points], fmt=styles[si % len(styles)],
+                            color=colours[mi % len(colours)], capsize=3, alpha=0.6 if m.startswith("kmeans") else 1.0,
+                            label=m if len(strategies) == 1 else f"{m}, {strategy}")
+        ax.set_title(f"test {_label(metric)} against unpairing ratio", fontsize=9)
+        strategies = []  # drawn
     for si, strategy in enumerate(strategies):
         colour = colours[si % len(colours)]
         lines = ((method, "-o"), ("kmeans-pooled", "--x"), ("kmeans-linked", ":s")) if baselines else ((method, "-o"),)
@@ -264,7 +399,8 @@ def _plot(summary: list[dict[str, Any]], strategies: list[str], ratios: list[flo
                         label=f"{m}, {strategy}" if baselines else strategy, alpha=1.0 if m == method else 0.6)
     ax.set_xlabel("ratio of training pairs unpaired")
     ax.set_ylabel(f"test {_label(metric)}")
-    ax.set_title(f"{method}: test {_label(metric)} against unpairing ratio", fontsize=9)
+    if not methods:
+        ax.set_title(f"{method}: test {_label(metric)} against unpairing ratio", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -286,3 +286,64 @@ def test_impute_instead_of_repair_on_a_decouple_store(uci_decouple: Path, tmp_pa
     rep = m["repairing"]["test"]
     assert m["unlinked"] == "impute" and rep["imputed_rows"] == 800 and rep["with_hidden_partner"] == 800
     assert 0 <= rep["partner_in_k"] <= 1 and 0 < rep["car"] < 1
+
+
+# -- the scikit-learn-style estimators (train.estimator.MvCLN / SURE) ------------------------------
+
+
+def test_estimator_is_the_stage_bit_for_bit(uci_decouple: Path, tmp_path: Path) -> None:
+    from train.estimator import MvCLN
+
+    opts = {**SMALL, "epochs": 2}
+    est = MvCLN(**opts, device="cpu", random_state=0)
+    assert est.fit(uci_decouple) is est
+    m = train(uci_decouple, tmp_path / "run", {"method": "mvcln", "device": "cpu", "plots": False, "method_options": opts})
+    assert est.metrics_ == m["metrics"]["methods"]["mvcln"]
+    assert est.repairing_ == m["metrics"]["repairing"]
+    assert np.array_equal(est.labels_, np.load(tmp_path / "run" / "embeddings.npz")["train_cluster"])
+    assert np.array_equal(est.predict("train"), est.labels_)
+    assert est.score("test") == est.metrics_["test"] and est.n_clusters_ == 10
+    emb = est.transform("test")
+    assert emb.shape == (800, 20) and np.isfinite(emb).all()  # each row: its pair's [h_a, h_b]
+    # the pair's two rows share their features (re-paired one-to-one: every test row is in one pair)
+    slots = est.evaluation_["slots"]["test"]
+    assert np.array_equal(emb[slots.a[0]], emb[400 + slots.b[0]])
+
+
+def test_estimator_predicts_new_rows_and_is_reproducible(uci_decouple: Path) -> None:
+    from train.estimator import MvCLN
+
+    a = MvCLN(**{**SMALL, "epochs": 1}, variant="mvcln-plus", device="cpu", seed=3)
+    labels = a.fit_predict(uci_decouple)
+    b = MvCLN(**{**SMALL, "epochs": 1}, variant="mvcln-plus", device="cpu", random_state=3).fit(uci_decouple)
+    assert np.array_equal(labels, b.labels_) and a.metrics_ == b.metrics_
+    assert a.resolved_options.cluster_on == "input" and a.get_params()["variant"] == "mvcln-plus"
+    clone = MvCLN(**a.get_params())  # scikit-learn's clone: the same effective settings
+    assert clone.resolved_options == a.resolved_options and clone.get_params() == a.get_params()
+    assert a.get_params()["k_fill"] == 10 and MvCLN(variant="mvcln-plus").set_params(variant="faithful").get_params()["k_fill"] == 3
+    test = a.data_.splits["test"]  # every test row unlinked: imputed from the whole split, so order-free
+    mods = a.data_.modalities
+    assert np.array_equal(a.predict(test), a.predict("test"))
+    assert np.array_equal(a.predict((test.x[mods[0]].numpy(), test.x[mods[1]].numpy())), a.predict("test"))
+    assert a.score(test) == a.metrics_["test"]
+
+
+def test_estimator_params_and_errors(uci_drop: Path) -> None:
+    from train.estimator import SURE, MvCLN, NotFittedError
+
+    m = MvCLN(epochs=3, seed=1)
+    assert m.get_params()["epochs"] == 3 and MvCLN(**m.get_params()).get_params() == m.get_params()
+    assert m.set_params(lr=5e-4).get_params()["lr"] == 5e-4 and m.get_params()["epochs"] == 3
+    assert repr(m) == "MvCLN(epochs=3, lr=0.0005, seed=1)"
+    with pytest.raises(NotFittedError, match="fit"):
+        m.predict("test")
+    with pytest.raises(ConfigError, match="epoch"):
+        MvCLN(epoch=3)
+    with pytest.raises(ConfigError, match="disagree"):
+        MvCLN(seed=1, random_state=2)
+    with pytest.raises(DataError, match="decouple"):  # halves dropped: mvcln cannot re-pair, SURE imputes
+        MvCLN(**SMALL, device="cpu").fit(uci_drop)
+    s = SURE(**{**SMALL, "epochs": 1}, device="cpu").fit(uci_drop)
+    assert s.repairing_["test"]["imputed_rows"] == 200 and s.predict("test").shape == (600,)
+    with pytest.raises(DataError, match="feature dims"):
+        s.predict((np.zeros((3, 5)), np.zeros((3, 5))))

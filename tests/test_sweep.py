@@ -26,3 +26,44 @@ def test_cells_in_parallel_equal_cells_one_by_one(tmp_path: Path) -> None:
     assert solo["table"] == both["table"]
     with pytest.raises(ConfigError, match="--jobs 0: must be at least 1"):
         run_sweep(recipe, out=tmp_path / "bad", jobs=0, **grid)
+
+
+def test_methods_in_one_table_and_plot(tmp_path: Path) -> None:
+    """A method axis: DM2C, dm2c-linked, MvCLN, mvcln-plus and SURE trained on each cell's one decouple store,
+    beside the k-means baselines; mvcln and sure refuse ratio 1 (no link) as a "—"; --jobs 2 = one at a time."""
+    import json
+
+    from mixbench.cli import main
+
+    recipe = REPO / "data" / "recipes" / "uci-mfeat.toml"
+    small = "{hiddens = [32], epochs = 2, neg_prop = 3, batch_size = 128, n_init = 2}"
+    argv = ["sweep", str(recipe), "--ratio", "0.5,1", "--strategy", "random", "--seeds", "1",
+            "--methods", "dm2c,dm2c-linked,mvcln,mvcln-plus,sure", "--method-options", f"mvcln={small}",
+            "--method-options", f"sure={small}", "--set", "unpair.mode=decouple", "--set", "train.pretrain_epochs=2",
+            "--set", "train.epochs=2", "--set", "train.n_init=2", "--set", "train.plots=false"]
+    assert main(argv + ["--out", str(tmp_path / "solo"), "--jobs", "2"]) == 0
+    solo = json.loads((tmp_path / "solo" / "sweep.json").read_text())
+    assert solo["methods"] == ["dm2c", "dm2c-linked", "mvcln", "mvcln-plus", "sure"]
+    assert solo["method_configs"]["mvcln-plus"]["method_options"]["variant"] == "mvcln-plus"
+    assert solo["method_configs"]["dm2c-linked"]["variant"] == "dm2c-linked"
+    half, full = solo["cells"]
+    assert set(half["methods"]) >= {"dm2c", "dm2c-linked", "mvcln", "mvcln-plus", "sure", "kmeans-pooled", "kmeans-linked"}
+    assert half["methods"]["dm2c"] != half["methods"]["dm2c-linked"] and not half["refused"]
+    assert set(full["refused"]) == {"mvcln", "mvcln-plus", "sure"} and "linked pair" in full["refused"]["mvcln"]
+    assert {"dm2c", "dm2c-linked", "kmeans-pooled"} <= set(full["methods"]) and "kmeans-linked" not in full["methods"]
+    # one at a time, in this process (two of the methods, the r = 0.5 cell): the same rows, bit for bit
+    i = argv.index("--methods")
+    one = argv[:i + 1] + ["dm2c-linked,mvcln-plus"] + argv[i + 2:]
+    one[one.index("0.5,1")] = "0.5"
+    assert main(one + ["--out", str(tmp_path / "one"), "--jobs", "1"]) == 0
+    cell = json.loads((tmp_path / "one" / "sweep.json").read_text())["cells"][0]
+    assert cell["methods"] == {k: v for k, v in half["methods"].items() if k not in ("dm2c", "mvcln", "sure")}
+    table = (tmp_path / "solo" / "sweep.md").read_text()
+    rows = [line.split(" | ")[1] for line in table.splitlines() if line.startswith("| random")]
+    assert rows[:5] == ["dm2c", "dm2c-linked", "mvcln", "mvcln-plus", "sure"] and "kmeans-linked" in rows
+    assert "| random | mvcln | " in table and "— mvcln: refused at r = 1" in table
+    assert (tmp_path / "solo" / "sweep.png").stat().st_size > 1000
+    with pytest.raises(ConfigError, match="no variant"):
+        run_sweep(recipe, out=tmp_path / "bad", ratios=[0.5], strategies=["random"], methods=["mvcln:nope"])
+    with pytest.raises(ConfigError, match="not a method"):
+        run_sweep(recipe, out=tmp_path / "bad", ratios=[0.5], strategies=["random"], methods=["dm2cc"])

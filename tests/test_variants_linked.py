@@ -118,3 +118,40 @@ def test_resume_with_links_gives_the_uninterrupted_run(uci_half_linked: Path, tm
     a, b = full.model_.state_dict(), resumed.model_.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metrics_ == full.metrics_
+
+
+@pytest.fixture(scope="module")
+def uci_decoupled(tmp_path_factory: pytest.TempPathFactory, uci_dir: Path) -> Path:
+    """UCI fou + kar with half of the train pairs and every test pair *decoupled* (mode = "decouple": both
+    halves kept, the link removed): 800 linked train pairs, 800 + 800 unlinked train rows."""
+    from mixbench.run import run_recipe
+
+    root = tmp_path_factory.mktemp("decoupled-uci")
+    run_recipe(REPO / "data" / "recipes" / "uci-mfeat.toml", out=root, until="unpair",
+               overrides={"prep": {"root": str(uci_dir)}, "unpair": {"ratio": 0.5, "mode": "decouple"}})
+    return root / "unpair"
+
+
+def test_on_a_decouple_store_the_links_are_the_pairs_left(uci_decoupled: Path, tmp_path: Path) -> None:
+    """A decouple store: the paired term sees exactly the store's still-linked pairs; the decoupled halves
+    (hidden partners in the selection file) are unlinked instances, never a link; every row is scored."""
+    from train import train
+    from train.repairing import hidden_partners
+
+    data = BenchmarkData.from_store(uci_decoupled, "cpu")
+    tr = data.splits["train"]
+    a, b = data.modalities
+    assert tr.n(a) == tr.n(b) == 1600 and data.splits["test"].n(a) == 400
+    model = DM2C(variant="dm2c-linked", seed=0, pretrain_epochs=2, epochs=3, n_init=2, device="cpu").fit(data)
+    t = model.trainer_
+    assert t.n_linked == 800 and not len(data.splits["test"].linked()[0])
+    ia, ib = (x.numpy() for x in tr.linked())
+    assert np.array_equal(tr.pair[a].numpy()[ia], tr.pair[b].numpy()[ib])  # a link joins the rows of one pair
+    hid_a, hid_b = hidden_partners(data)["train"]
+    assert len(hid_a) == 800 and not set(hid_a) & set(ia) and not set(hid_b) & set(ib)
+    link = [r["link"] for r in model.history_ if r["phase"] == "joint"]
+    assert link and all(np.isfinite(link)) and min(link) > 0  # the term is on
+    assert model.predict("test").shape == (800,) and model.predict("train").shape == (3200,)
+    m = train(uci_decoupled, tmp_path / "run", {"variant": "dm2c-linked", "seed": 0, "pretrain_epochs": 2, "epochs": 3,
+                                                 "n_init": 2, "device": "cpu", "plots": False})["metrics"]
+    assert m["methods"]["dm2c"] == model.metrics_ and "kmeans-linked" in m["methods"]

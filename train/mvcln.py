@@ -237,8 +237,10 @@ class Slots:
 class PartialAlignment:
     """Trains MvCLN (``sure=False``) or SURE on a benchmark and evaluates it (module doc)."""
 
-    def __init__(self, data: BenchmarkData, opts: MvCLNOptions, *, seed: int, device: torch.device, sure: bool) -> None:
+    def __init__(self, data: BenchmarkData, opts: MvCLNOptions, *, seed: int, device: torch.device, sure: bool,
+                 n_clusters: int = 0) -> None:
         self.data, self.opts, self.seed, self.device, self.sure = data, opts, seed, device, sure
+        self.n_clusters = n_clusters or data.n_classes  # k of k-means (0: the number of classes)
         self.a, self.b = data.modalities[:2]
         tr = data.splits["train"]
         torch.manual_seed(seed)
@@ -494,9 +496,8 @@ class PartialAlignment:
             ha, hb = self.embed(split)
             slots, ea, eb = self.arrange(split, ha, hb, gen)
             arranged[name] = (split, slots, ea, eb, self.features(split, slots, ea, eb, stats))
-        k = data.n_classes
-        km = KMeans(k, n_init=opts.n_init, seed=self.seed, device=self.device).fit(arranged["train"][4])
-        out: dict[str, Any] = {"metrics": {}, "pairs": {}, "slots": {}, "views": {}}
+        km = KMeans(self.n_clusters, n_init=opts.n_init, seed=self.seed, device=self.device).fit(arranged["train"][4])
+        out: dict[str, Any] = {"metrics": {}, "pairs": {}, "slots": {}, "views": {}, "kmeans": km, "stats": stats}
         for name, (split, slots, ea, eb, feats) in arranged.items():
             pred = np.asarray(km.predict(feats).cpu()) if len(feats) else np.zeros(0, np.int64)
             ya, yb = split.y[self.a].cpu().numpy(), split.y[self.b].cpu().numpy()
@@ -510,7 +511,7 @@ class PartialAlignment:
             have_a = slots.a >= 0
             out["pairs"][name] = clustering_metrics(ya[slots.a[have_a]], pred[have_a])  # one row per pair, a's label
             out["slots"][name] = slots
-            out["views"][name] = {"ea": ea, "eb": eb, "pred": pred, "row_a": row_a, "row_b": row_b}
+            out["views"][name] = {"ea": ea, "eb": eb, "pred": pred, "row_a": row_a, "row_b": row_b, "features": feats}
         return out
 
 
@@ -545,6 +546,12 @@ def unequal_message(method: str, n_a: int, n_b: int, a: str, b: str, mode: str |
 
 
 def check_partial(data: BenchmarkData, ctx: RunContext, *, sure: bool) -> None:
+    check_data(data, resolved(ctx.options, ctx.cfg.method_options), sure=sure,  # type: ignore[arg-type]
+               n_clusters=ctx.cfg.n_clusters)
+
+
+def check_data(data: BenchmarkData, opts: MvCLNOptions, *, sure: bool, n_clusters: int = 0) -> None:
+    """Refuse, in one line, a benchmark the method cannot train on or evaluate (``opts``: resolved options)."""
     name = "sure" if sure else "mvcln"
     if "train" not in data.splits:
         raise DataError(f"{name}: the benchmark has no train split; it trains on the train split's linked pairs.")
@@ -555,16 +562,15 @@ def check_partial(data: BenchmarkData, ctx: RunContext, *, sure: bool) -> None:
             f"{name}: the train split has {len(ia)} linked pair(s); {name} learns from the pairs still linked and needs "
             "at least 2 (BatchNorm): unpair with a ratio below 1 (e.g. --set unpair.ratio=0.5), mode = \"decouple\"."
         )
-    k = data.n_classes
+    k = n_clusters or data.n_classes
     for split_name, s in data.splits.items():
         for m in data.modalities:
             if s.n(m) == 0:
                 raise DataError(f"{name}: split '{split_name}' has no rows of modality '{m}'; every row is paired or "
                                 f"re-paired across both modalities, so both need rows in every split.")
-    opts = resolved(ctx.options, ctx.cfg.method_options)  # type: ignore[arg-type]
     n_train = max(tr.n(data.modalities[0]), tr.n(data.modalities[1]))
     if n_train < k:
-        raise DataError(f"{name}: the train split has {n_train} pairs to cluster and k = {k} classes; k-means needs at "
+        raise DataError(f"{name}: the train split has {n_train} pairs to cluster and k = {k} clusters; k-means needs at "
                         "least k rows.")
     mode = unlinked_mode(data, opts, sure)
     if mode == "realign" and store_mode(data) in ("drop", "zero") and opts.unlinked == "auto":
@@ -582,7 +588,7 @@ def run_partial(data: BenchmarkData, ctx: RunContext, *, sure: bool) -> MethodRe
     opts = resolved(ctx.options, cfg.method_options)  # type: ignore[arg-type]
     name = "sure" if sure else "mvcln"
     label = name if opts.variant == "faithful" else opts.variant if not sure else f"sure-{opts.variant}"
-    trainer = PartialAlignment(data, opts, seed=cfg.seed, device=ctx.device, sure=sure)
+    trainer = PartialAlignment(data, opts, seed=cfg.seed, device=ctx.device, sure=sure, n_clusters=cfg.n_clusters)
     config = {"method": cfg.method, "seed": cfg.seed, "n_clusters": cfg.n_clusters, **opts.to_dict()}
     ckpt = ctx.checkpoint_dir / "last.pt" if ctx.checkpoint_dir is not None else None
     resumed = False
@@ -621,15 +627,7 @@ def run_partial(data: BenchmarkData, ctx: RunContext, *, sure: bool) -> MethodRe
         ctx.runlog.append(last)
 
     partners = hidden_partners(data) if store_mode(data) in ("decouple", None) else None
-    repairing: dict[str, Any] = {}
-    for split, slots in ev["slots"].items():
-        s = data.splits[split]
-        ya, yb = s.y[trainer.a].cpu().numpy(), s.y[trainer.b].cpu().numpy()
-        if trainer.unlinked_mode() == "impute":
-            repairing[split] = impute_scores(slots, ya, yb, partners.get(split) if partners else None)
-            continue
-        sc = _split_repair(slots, ya, yb, partners.get(split) if partners else None)
-        repairing[split] = sc
+    repairing = partner_scores(trainer, ev, partners)
     arrays: dict[str, np.ndarray] = {}
     for split, v in ev["views"].items():
         s = data.splits[split]
@@ -672,6 +670,20 @@ def run_partial(data: BenchmarkData, ctx: RunContext, *, sure: bool) -> MethodRe
         resumed=resumed,
         plot_view=plot_view,
     )
+
+
+def partner_scores(trainer: PartialAlignment, ev: dict[str, Any], partners: dict[str, Any] | None) -> dict[str, Any]:
+    """The re-pairing scores of an evaluation, per split (``partners``: :func:`hidden_partners`, or None)."""
+    repairing: dict[str, Any] = {}
+    for split, slots in ev["slots"].items():
+        s = trainer.data.splits[split]
+        ya, yb = s.y[trainer.a].cpu().numpy(), s.y[trainer.b].cpu().numpy()
+        known = partners.get(split) if partners else None
+        if trainer.unlinked_mode() == "impute":
+            repairing[split] = impute_scores(slots, ya, yb, known)
+        else:
+            repairing[split] = _split_repair(slots, ya, yb, known)
+    return repairing
 
 
 def _split_repair(slots: Slots, ya: np.ndarray, yb: np.ndarray, partners: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
