@@ -19,6 +19,7 @@ printed: a reference time recorded on another processor or GPU says nothing abou
     python bench/dm2c.py --reference ../DM2C              # and the reference, side by side
     python bench/dm2c.py --seeds 5 --out bench-dm2c.json
     python bench/dm2c.py --seeds 5 --jobs 2                # seeds two at a time, one process each
+    python bench/dm2c.py --seeds 5 --batched               # and the five as one stacked program
     python bench/dm2c.py --quick                          # short schedule (a smoke run)
 
 Timings taken while other work loads the cores are noisy: the script records the load average
@@ -101,6 +102,27 @@ def run_seed(data: Any, seed: int, device: str, overrides: dict[str, Any]) -> di
             "threads": model.trainer_.intra_op_threads()}
 
 
+def run_stacked(data: Any, seeds: int, device: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Seeds 0..N-1 as one stacked program (:class:`train.dm2c_stacked.StackedTrainer`): each run
+    with its own RNG streams, as its solo run."""
+    import resource
+
+    from train.config import TrainConfig
+    from train.dm2c import FaithfulTrainer
+    from train.dm2c_stacked import StackedTrainer
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainers = [FaithfulTrainer(TrainConfig.from_dict({"seed": s, "device": device, **overrides}), data)
+                for s in range(seeds)]
+    stacked = StackedTrainer(trainers)
+    evs = stacked.run()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    runs = [{"seed": s, "test": ev.metrics.get("test", ev.metrics["train"]), "train": ev.metrics["train"],
+             "skipped_batches": t.skipped_batches} for s, (t, ev) in enumerate(zip(trainers, evs))]
+    return {"seconds": wall, "cpu_seconds": cpu, "parts": {k: stacked.timer.seconds.get(k, 0.0) for k in PARTS},
+            "runs": runs, "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -154,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1")
     p.add_argument("--jobs", type=int, default=1,
                    help="seeds run at a time, each in its own process (default 1: one after the other, in-process)")
+    p.add_argument("--batched", action="store_true",
+                   help="also train the seeds as one stacked program (train.dm2c_stacked) after the solo runs, and "
+                        "print its time against one solo seed's and both ACC distributions")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--quick", action="store_true", help=f"short schedule {QUICK} (smoke run)")
     p.add_argument("--pretrain-epochs", type=int, help="override the pre-training epochs (both sides)")
@@ -221,6 +246,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"final-epoch test ACC {statistics.fmean(accs):.4f} ± {sd(accs):.4f}, NMI {statistics.fmean(nmis):.4f} ± {sd(nmis):.4f}"
           f"  (reference, recorded: ACC {REFERENCE_ACC[0]} ± {REFERENCE_ACC[1]}, NMI {REFERENCE_NMI[0]} ± {REFERENCE_NMI[1]})")
 
+    batched: dict[str, Any] | None = None
+    if args.batched:
+        batched = run_stacked(data, args.seeds, str(device), overrides)
+        b_acc = [r["test"]["acc"] for r in batched["runs"]]
+        b_nmi = [r["test"]["nmi"] for r in batched["runs"]]
+        parts = "  ".join(f"{k} {v:.2f}" for k, v in batched["parts"].items())
+        batched.update({"ratio_to_one_seed": batched["seconds"] / mean_s, "speedup_vs_solo_seeds": seeds_wall / batched["seconds"],
+                        "test_acc": [statistics.fmean(b_acc), sd(b_acc)], "test_nmi": [statistics.fmean(b_nmi), sd(b_nmi)]})
+        print(f"batched: {args.seeds} seeds as one program {batched['seconds']:.2f} s ({parts}); "
+              f"{batched['ratio_to_one_seed']:.2f}× one solo seed's {mean_s:.2f} s, {batched['speedup_vs_solo_seeds']:.2f}× faster "
+              f"than the {args.seeds} solo seeds ({seeds_wall:.2f} s); per run {batched['seconds'] / args.seeds:.2f} s; "
+              f"peak RSS {batched['peak_rss_mib']:.0f} MiB")
+        print(f"batched final-epoch test ACC {statistics.fmean(b_acc):.4f} ± {sd(b_acc):.4f}, NMI {statistics.fmean(b_nmi):.4f} "
+              f"± {sd(b_nmi):.4f}  (solo: {statistics.fmean(accs):.4f} ± {sd(accs):.4f}, {statistics.fmean(nmis):.4f} ± {sd(nmis):.4f}); "
+              f"per seed solo/batched ACC: " + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(accs, b_acc)))
+
     reference: dict[str, Any] | None = None
     if args.reference is not None:
         refs = []
@@ -254,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "overrides": overrides, "seeds": results, "mean_seconds": mean_s, "import_seconds": import_s,
             "jobs": args.jobs, "seeds_wall_seconds": seeds_wall,
             "test_acc": [statistics.fmean(accs), sd(accs)], "test_nmi": [statistics.fmean(nmis), sd(nmis)],
-            "reference": reference, "loadavg": {"before": load_before, "after": load_after},
+            "reference": reference, "batched": batched, "loadavg": {"before": load_before, "after": load_after},
         }, indent=2, default=str))
     return 0
 

@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the recipe's [unpair] mode only)")
     p.add_argument("--jobs", type=int, default=1,
                    help="cells trained at a time, each in its own process (results as one at a time; e.g. the core count)")
+    p.add_argument("--batched", action="store_true",
+                   help="train the faithful DM2C runs of cells that differ only in the seed as one stacked program "
+                   "(train.dm2c_stacked; equal to one-by-one runs up to float rounding); --jobs such groups at a time")
     p.add_argument("--methods", help="comma-separated methods trained on every cell, in one table and plot: NAME, "
                    "NAME:VARIANT or a variant name, e.g. dm2c,dm2c-linked,mvcln,mvcln-plus,sure (default: the "
                    "recipe's [train] method alone)")
@@ -341,6 +344,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             overrides=_parse_set(args.set, staged=True),
             modes=[x for x in args.mode.split(",") if x] if args.mode else None,
             jobs=args.jobs,
+            batched=args.batched,
             methods=[x for x in args.methods.split(",") if x] if args.methods else None,
             method_options=_parse_method_options(args.method_options),
         )

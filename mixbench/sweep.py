@@ -65,6 +65,7 @@ def run_sweep(
     overrides: dict[str, dict[str, Any]] | None = None,
     modes: list[str] | None = None,
     jobs: int = 1,
+    batched: bool = False,
     methods: list[str] | None = None,
     method_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -75,6 +76,12 @@ def run_sweep(
     ``[train] method``). ``modes``: unpairing modes to sweep as well (default: the recipe's
     ``[unpair] mode`` alone, cells under ``cells/<strategy>/...``; given: ``cells/<mode>/<strategy>/...``
     and a mode column).
+    ``batched``: before the cells run, train the faithful DM2C runs of the cells that differ only
+    in the seed (same mode, strategy and ratio) as one stacked program
+    (:class:`train.dm2c_stacked.StackedTrainer`, ``jobs`` such groups at a time); each run's final
+    checkpoint goes into its cell's run folder, where the train stage resumes it as finished and
+    writes the baselines, metrics and report as usual. Equal to the one-by-one runs up to float
+    rounding (see train.dm2c_stacked), not bit for bit.
     ``jobs``: cells run at a time, each in its own worker process (one CPU thread each for the
     small models, as a solo run uses): the results are those of running them one by one.
     ``methods``: method specs trained on every cell (:func:`method_specs`: ``NAME`` or ``NAME:VARIANT``,
@@ -124,6 +131,8 @@ def run_sweep(
         mode_list: list[str | None] = list(modes) if modes else [None]
         grid = [(mode, strategy, ratio, seed) for mode in mode_list for strategy in strategies
                 for ratio in ratios for seed in range(seeds)]
+        if batched:
+            _stack_groups(root, configs, grid, jobs)
         cells = _run_cells(root, configs, grid, jobs)
         if modes:  # one table row group per (mode, strategy): fold the mode into the strategy label
             for c in cells:
@@ -155,7 +164,7 @@ def _run_cell(root: Path, configs: dict[str, Any], mode: str | None, strategy: s
     import train
     import unpair
 
-    cell = root / "cells" / (mode or "") / strategy / f"r{ratio:g}" / f"s{seed}"
+    cell = _cell_dir(root, mode, strategy, ratio, seed)
     ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed, **({"mode": mode} if mode else {}))
     unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
     where = {"strategy": strategy, "ratio": ratio, "seed": seed, **({"mode": mode} if mode else {})}
@@ -277,6 +286,73 @@ def _peak_rss_mib() -> float | None:
 def _cell_worker(args: tuple[Path, dict[str, Any], str | None, str, float, int]) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return _run_cell(*args)
+
+
+def _cell_dir(root: Path, mode: str | None, strategy: str, ratio: float, seed: int) -> Path:
+    return root / "cells" / (mode or "") / strategy / f"r{ratio:g}" / f"s{seed}"
+
+
+def _unpair_cell(args: tuple[Path, dict[str, Any], str | None, str, float, int]) -> None:
+    import unpair
+
+    root, configs, mode, strategy, ratio, seed = args
+    ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed, **({"mode": mode} if mode else {}))
+    unpair.unpair(root / "embed", _cell_dir(root, mode, strategy, ratio, seed) / "unpair", ucfg, overwrite=True)
+
+
+def _stack_group(args: tuple[Path, dict[str, Any], list[tuple[str | None, str, float, int]]]) -> int:
+    """Train one group's runs (same cell but the seed) as one stacked program; their final
+    checkpoints go to ``<cell>/train/checkpoints/last.pt``. Returns the runs trained."""
+    from mixbench.device import resolve_device
+    from mixbench.store.shards import Store
+    from train.data import BenchmarkData
+    from train.dm2c import FaithfulTrainer
+    from train.dm2c_stacked import StackedTrainer
+
+    root, configs, cells = args
+    trainers = []
+    for mode, strategy, ratio, seed in cells:
+        cell = _cell_dir(root, mode, strategy, ratio, seed)
+        if (cell / "train" / "metrics.json").exists() or (cell / "train" / "checkpoints" / "last.pt").exists():
+            continue  # finished or interrupted earlier: the train stage reuses or resumes it on its own
+        cfg = configs["train"].replace(seed=seed)
+        store = Store(cell / "unpair")
+        data = BenchmarkData.from_store(store, device=resolve_device(cfg.device))
+        (cell / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        trainers.append(FaithfulTrainer(cfg, data, checkpoint_dir=cell / "train" / "checkpoints",
+                                        input_sha256=store.manifest_sha256))
+    if trainers:
+        StackedTrainer(trainers).run()
+    return len(trainers)
+
+
+def _stack_groups(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]], jobs: int) -> None:
+    """``--batched``: every cell's unpair store, then each group of cells that differ only in the seed
+    trained as one stacked DM2C program (faithful DM2C only; other methods train cell by cell)."""
+    tcfg = configs["train"]
+    if configs.get("methods") or tcfg.method != "dm2c" or tcfg.variant != "faithful":
+        log.warning("sweep --batched stacks faithful DM2C runs only; training %s cell by cell",
+                    "the --methods" if configs.get("methods") else f"method {tcfg.method!r} variant {tcfg.variant!r}")
+        return
+    groups: dict[tuple[str | None, str, float], list[tuple[str | None, str, float, int]]] = {}
+    for mode, strategy, ratio, seed in grid:
+        groups.setdefault((mode, strategy, ratio), []).append((mode, strategy, ratio, seed))
+    _pool_map(_unpair_cell, [(root, configs, *cell) for cell in grid], jobs)
+    log.info("sweep --batched: %d group(s) of %s seed(s) as stacked programs, %d at a time", len(groups),
+             "/".join(sorted({str(len(g)) for g in groups.values()})), jobs)
+    _pool_map(_stack_group, [(root, configs, cells) for cells in groups.values()], jobs)
+
+
+def _pool_map(fn: Any, items: list[Any], jobs: int) -> list[Any]:
+    """``fn`` over ``items``: in this process (``jobs`` 1) or ``jobs`` worker processes at a time."""
+    if jobs == 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=ctx) as pool:
+        return list(pool.map(fn, items))
 
 
 def _run_cells(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]],
