@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help=f"short schedule {QUICK} (smoke run)")
     p.add_argument("--pretrain-epochs", type=int, help="override the pre-training epochs (both sides)")
     p.add_argument("--epochs", type=int, help="override the joint epochs (both sides)")
+    p.add_argument("--eval-every", type=int, help="override [train] eval_every (ours only; 0: evaluate the final epoch "
+                   "only, as a sweep that reads final-epoch figures needs; not the reference's protocol)")
     p.add_argument("--reference", type=Path, metavar="DIR",
                    help="a checkout of jiangyangby/DM2C: run it on the same store in this run and print the measured ratio")
     p.add_argument("--reference-seeds", type=int, default=1, help="seeds 0..N-1 for the reference (default 1)")
@@ -212,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["pretrain_epochs"] = args.pretrain_epochs
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.eval_every is not None:
+        if args.reference is not None:
+            p.error("--eval-every changes our protocol only; do not combine it with --reference")
+        overrides["eval_every"] = args.eval_every
     schedule = {"pretrain_epochs": 150, "epochs": 220, "n_init": 20, **overrides}
     full = schedule == {"pretrain_epochs": 150, "epochs": 220, "n_init": 20}
     rows = {s: {m: t.n(m) for m in data.modalities} for s, t in data.splits.items()}
