@@ -161,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1,
                    help="cells trained at a time, each in its own process (results as one at a time; e.g. the core count)")
     p.add_argument("--batched", action="store_true",
-                   help="train the faithful DM2C runs of cells that differ only in the seed as one stacked program "
-                   "(train.dm2c_stacked; equal to one-by-one runs up to float rounding); --jobs such groups at a time")
+                   help="train the cells' faithful DM2C runs as --jobs stacked programs (train.dm2c_stacked; equal to "
+                   "one-by-one runs up to float rounding)")
     p.add_argument("--methods", help="comma-separated methods trained on every cell, in one table and plot: NAME, "
                    "NAME:VARIANT or a variant name, e.g. dm2c,dm2c-linked,mvcln,mvcln-plus,sure (default: the "
                    "recipe's [train] method alone)")

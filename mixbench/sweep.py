@@ -76,9 +76,9 @@ def run_sweep(
     ``[train] method``). ``modes``: unpairing modes to sweep as well (default: the recipe's
     ``[unpair] mode`` alone, cells under ``cells/<strategy>/...``; given: ``cells/<mode>/<strategy>/...``
     and a mode column).
-    ``batched``: before the cells run, train the faithful DM2C runs of the cells that differ only
-    in the seed (same mode, strategy and ratio) as one stacked program
-    (:class:`train.dm2c_stacked.StackedTrainer`, ``jobs`` such groups at a time); each run's final
+    ``batched``: before the cells run, train the cells' faithful DM2C runs as ``jobs`` stacked
+    programs (:class:`train.dm2c_stacked.StackedTrainer`, one per worker; cells of any ratio,
+    strategy and seed stack, their stores padded to the longest); each run's final
     checkpoint goes into its cell's run folder, where the train stage resumes it as finished and
     writes the baselines, metrics and report as usual. Equal to the one-by-one runs up to float
     rounding (see train.dm2c_stacked), not bit for bit.
@@ -301,7 +301,7 @@ def _unpair_cell(args: tuple[Path, dict[str, Any], str | None, str, float, int])
 
 
 def _stack_group(args: tuple[Path, dict[str, Any], list[tuple[str | None, str, float, int]]]) -> int:
-    """Train one group's runs (same cell but the seed) as one stacked program; their final
+    """Train a group of cells' runs (any ratio, strategy and seed) as one stacked program; their final
     checkpoints go to ``<cell>/train/checkpoints/last.pt``. Returns the runs trained."""
     from mixbench.device import resolve_device
     from mixbench.store.shards import Store
@@ -327,20 +327,20 @@ def _stack_group(args: tuple[Path, dict[str, Any], list[tuple[str | None, str, f
 
 
 def _stack_groups(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]], jobs: int) -> None:
-    """``--batched``: every cell's unpair store, then each group of cells that differ only in the seed
-    trained as one stacked DM2C program (faithful DM2C only; other methods train cell by cell)."""
+    """``--batched``: every cell's unpair store, then the cells' training runs as ``jobs`` stacked
+    DM2C programs, one per worker (faithful DM2C only; other methods train cell by cell)."""
     tcfg = configs["train"]
     if configs.get("methods") or tcfg.method != "dm2c" or tcfg.variant != "faithful":
         log.warning("sweep --batched stacks faithful DM2C runs only; training %s cell by cell",
                     "the --methods" if configs.get("methods") else f"method {tcfg.method!r} variant {tcfg.variant!r}")
         return
-    groups: dict[tuple[str | None, str, float], list[tuple[str | None, str, float, int]]] = {}
-    for mode, strategy, ratio, seed in grid:
-        groups.setdefault((mode, strategy, ratio), []).append((mode, strategy, ratio, seed))
     _pool_map(_unpair_cell, [(root, configs, *cell) for cell in grid], jobs)
-    log.info("sweep --batched: %d group(s) of %s seed(s) as stacked programs, %d at a time", len(groups),
-             "/".join(sorted({str(len(g)) for g in groups.values()})), jobs)
-    _pool_map(_stack_group, [(root, configs, cells) for cells in groups.values()], jobs)
+    # any cells stack (same config but the seed; stores of one feature dim): one program per job
+    n = max(1, min(jobs, len(grid)))
+    groups = [grid[i::n] for i in range(n)]
+    log.info("sweep --batched: %d cells as %d stacked program(s) of %s run(s)", len(grid), n,
+             "/".join(str(len(g)) for g in groups))
+    _pool_map(_stack_group, [(root, configs, cells) for cells in groups], jobs)
 
 
 def _pool_map(fn: Any, items: list[Any], jobs: int) -> list[Any]:

@@ -74,6 +74,44 @@ def test_stacked_equals_solo_in_float64(wiki_bench: Path, over: dict) -> None:
             torch.testing.assert_close(ba.double(), bb.double(), rtol=1e-9, atol=1e-10)
 
 
+def _fewer_rows(data: BenchmarkData, modality: str, keep: int) -> BenchmarkData:
+    """A copy whose train split keeps only the first ``keep`` rows of ``modality`` (another store shape)."""
+    import copy
+
+    out = copy.copy(data)
+    tr = copy.copy(data.splits["train"])
+    tr.x, tr.y, tr.pair, tr.ids = (dict(d) for d in (tr.x, tr.y, tr.pair, tr.ids))
+    for d in (tr.x, tr.y, tr.pair, tr.ids):
+        d[modality] = d[modality][:keep]
+    out.splits = {**data.splits, "train": tr}
+    return out
+
+
+def test_stacked_runs_on_stores_of_different_sizes_equal_solo_in_float64(wiki_bench: Path) -> None:
+    """Runs on stores with other row counts (as the cells of a sweep): fewer pre-training and joint
+    steps for one run (it sits out the others' extra steps), each equal to its solo run."""
+    base = _double(BenchmarkData.from_store(wiki_bench))
+    datas = [base, _fewer_rows(base, base.modalities[0], 700), _fewer_rows(base, base.modalities[1], 400)]
+    cfg = {"pretrain_epochs": 2, "epochs": 2}
+
+    def make(data: BenchmarkData, seed: int) -> FaithfulTrainer:
+        return _trainers(data, [seed], True, **cfg)[0]
+
+    solo = [make(d, s) for s, d in enumerate(datas)]
+    for t in solo:
+        t.run()
+    stacked = [make(d, s) for s, d in enumerate(datas)]
+    StackedTrainer(stacked).run()
+    assert len({t.history[-1]["steps"] for t in solo}) == 3  # three step counts per epoch
+    for a, b in zip(solo, stacked):
+        assert len(a.history) == len(b.history)
+        for ra, rb in zip(a.history, b.history):
+            assert ra.get("steps") == rb.get("steps")
+            fa, fb = _floats(ra), _floats(rb)
+            for k in fa:
+                assert math.isclose(fa[k], fb[k], rel_tol=1e-9, abs_tol=1e-9), (ra["phase"], ra["epoch"], k)
+
+
 def test_skipped_batches_are_counted_per_run_as_solo(wiki_bench: Path) -> None:
     """Batches of 8: a modality often has fewer than 2 rows, and each run skips other batches.
     (Losses are not compared here: BatchNorm over 2–3 rows amplifies even float64 rounding by
