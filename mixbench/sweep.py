@@ -31,6 +31,7 @@ from .stagekit import OutputLock
 
 log = logging.getLogger(__name__)
 
+SCORE_CACHE = "scores"  # the sweep folder's loss-scorer results, one per seed (unpair.plan_split's cache)
 SUMMARY_METRICS = ("acc", "nmi", "ari", "f_score", "purity")
 RETRIEVAL_METRICS = ("map_mean", "map_i2t", "map_t2i", "map_at_r_mean", "map_at_r_i2t", "map_at_r_t2i")
 """Metrics of the retrieval methods (train.retrieval): ``--metric map_mean`` for a retrieval recipe."""
@@ -131,6 +132,7 @@ def run_sweep(
         mode_list: list[str | None] = list(modes) if modes else [None]
         grid = [(mode, strategy, ratio, seed) for mode in mode_list for strategy in strategies
                 for ratio in ratios for seed in range(seeds)]
+        _score_first(root, configs, grid, jobs)
         if batched:
             _stack_groups(root, configs, grid, jobs)
         cells = _run_cells(root, configs, grid, jobs)
@@ -166,7 +168,7 @@ def _run_cell(root: Path, configs: dict[str, Any], mode: str | None, strategy: s
 
     cell = _cell_dir(root, mode, strategy, ratio, seed)
     ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed, **({"mode": mode} if mode else {}))
-    unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True)
+    unpair.unpair(root / "embed", cell / "unpair", ucfg, overwrite=True, score_cache=root / SCORE_CACHE)
     where = {"strategy": strategy, "ratio": ratio, "seed": seed, **({"mode": mode} if mode else {})}
     specs = configs.get("methods")
     if not specs:  # the recipe's method alone
@@ -297,7 +299,25 @@ def _unpair_cell(args: tuple[Path, dict[str, Any], str | None, str, float, int])
 
     root, configs, mode, strategy, ratio, seed = args
     ucfg = configs["unpair"].replace(ratio=ratio, strategy=strategy, seed=seed, **({"mode": mode} if mode else {}))
-    unpair.unpair(root / "embed", _cell_dir(root, mode, strategy, ratio, seed) / "unpair", ucfg, overwrite=True)
+    unpair.unpair(root / "embed", _cell_dir(root, mode, strategy, ratio, seed) / "unpair", ucfg, overwrite=True,
+                  score_cache=root / SCORE_CACHE)
+
+
+def _score_first(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]],
+                 jobs: int) -> list[tuple[str | None, str, float, int]]:
+    """Unpair one loss-ranked cell per seed first, ``jobs`` at a time, so that the scorer trains once
+    per seed (its scores do not depend on the ratio, strategy or mode; they go to ``root/scores``) and
+    every other cell of that seed reads them. Returns the cells unpaired."""
+    from unpair.strategies import get_strategy
+
+    first: dict[int, tuple[str | None, str, float, int]] = {}
+    for cell in grid:
+        if get_strategy(cell[1]).needs_scores:
+            first.setdefault(cell[3], cell)
+    if first:
+        log.info("sweep: training the loss scorer once per seed (%d seed(s))", len(first))
+        _pool_map(_unpair_cell, [(root, configs, *cell) for cell in first.values()], jobs)
+    return list(first.values())
 
 
 def _stack_group(args: tuple[Path, dict[str, Any], list[tuple[str | None, str, float, int]]]) -> int:
@@ -334,7 +354,7 @@ def _stack_groups(root: Path, configs: dict[str, Any], grid: list[tuple[str | No
         log.warning("sweep --batched stacks faithful DM2C runs only; training %s cell by cell",
                     "the --methods" if configs.get("methods") else f"method {tcfg.method!r} variant {tcfg.variant!r}")
         return
-    _pool_map(_unpair_cell, [(root, configs, *cell) for cell in grid], jobs)
+    _pool_map(_unpair_cell, [(root, configs, *cell) for cell in grid], jobs)  # the scored-first cells are reused
     # any cells stack (same config but the seed; stores of one feature dim): one program per job
     n = max(1, min(jobs, len(grid)))
     groups = [grid[i::n] for i in range(n)]

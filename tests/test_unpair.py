@@ -14,6 +14,7 @@ import unpair
 from mixbench.errors import ConfigError, DataError, StoreError
 from mixbench.store.shards import Store, StoreWriter, feature_schema
 from unpair import UnpairConfig
+from unpair import stage as unpair_stage
 from unpair.strategies import ranks_of, stratified_ranks
 
 N_TRAIN, N_TEST = 2173, 693
@@ -334,3 +335,34 @@ def test_selection_file_and_summary(wiki_paired, tmp_path):
     sel = selection(tmp_path / "b", "test")
     assert len(sel["pair"]) == N_TEST and int(sel["broken"].sum()) == 69
     assert m["info"]["pairs"] == {"train": N_TRAIN, "test": N_TEST}  # the source's info is kept
+
+
+def test_score_cache_shares_a_seeds_scores_across_ratios_and_strategies(wiki_paired, tmp_path, monkeypatch):
+    """The sweep's scorer cache: the second unpair (another ratio and strategy, same seed) reads the
+    first one's scores instead of training the scorer; its store equals the one written without the cache."""
+    cache = tmp_path / "scores"
+    kw = dict(seed=3, **SCORER)
+    unpair.unpair(wiki_paired, tmp_path / "a", {"ratio": 0.3, "strategy": "loss-highest", **kw}, progress=False,
+                  score_cache=cache)
+    assert len(list(cache.glob("scores-*.npz"))) == 1 and not list(cache.glob(".*.tmp"))
+    plain = unpair.unpair(wiki_paired, tmp_path / "plain", {"ratio": 0.6, "strategy": "loss-lowest", **kw}, progress=False)
+
+    def refuse(*a, **k):
+        raise AssertionError("the scorer trained again despite a cached result")
+
+    monkeypatch.setattr(unpair_stage, "score_pairs", refuse)
+    cached = unpair.unpair(wiki_paired, tmp_path / "b", {"ratio": 0.6, "strategy": "loss-lowest", "mode": "decouple",
+                                                         **kw}, progress=False, score_cache=cache)
+    again = unpair.unpair(wiki_paired, tmp_path / "c", {"ratio": 0.6, "strategy": "loss-lowest", **kw}, progress=False,
+                          score_cache=cache)
+    sha = lambda m: [(s["file"], s["sha256"]) for s in m["shards"]] + [(f["file"], f["sha256"]) for f in m["files"]]
+    assert sha(again) == sha(plain)  # shards and selection file byte for byte
+    assert again["info"]["unpair"]["scorer"] == plain["info"]["unpair"]["scorer"]
+    sp, sc = selection(tmp_path / "plain"), selection(tmp_path / "c")
+    for key in ("score", "rank", "per_epoch_score", "broken", "train_loss"):
+        assert np.array_equal(sp[key], sc[key]), key
+    assert cached["info"]["unpair"]["splits"]["train"]["n_broken"] == plain["info"]["unpair"]["splits"]["train"]["n_broken"]
+    # another seed is another key: the scorer would train (and is refused here)
+    with pytest.raises(AssertionError, match="trained again"):
+        unpair.unpair(wiki_paired, tmp_path / "d", {"ratio": 0.6, "strategy": "loss-lowest", "seed": 4,
+                                                    **SCORER}, progress=False, score_cache=cache)

@@ -24,8 +24,12 @@ of the store.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,6 +101,43 @@ class ScoreResult:
             "score_std": float(self.scores.std()) if len(self.scores) else None,
             "score_epochs_averaged": list(range(self.settings.epochs - self.settings.window + 1, self.settings.epochs + 1)),
         }
+
+
+def score_cache_key(store_record: dict[str, Any], split: str, mods: list[str], settings: ScorerSettings,
+                    seed: int, device: str) -> str:
+    """The key of a scoring run: everything the scores depend on (the input store's record with its
+    checksums, the split, the modality order, the scorer settings, the seed and the resolved device),
+    and nothing they do not (ratio, strategy, mode, keep)."""
+    blob = json.dumps({"store": store_record, "split": split, "modalities": mods, "settings": settings.to_dict(),
+                       "seed": seed, "device": device}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def save_scores(path: Path, result: ScoreResult) -> None:
+    """Write ``result`` to ``path`` (an ``.npz``; no pickles) atomically: a temporary file renamed into place."""
+    meta = {"train_loss": result.train_loss, "settings": result.settings.to_dict(), "n_negatives": result.n_negatives,
+            "device": result.device, "extra": result.extra}
+    arrays = {"pair": result.pair, "scores": result.scores, "per_epoch": result.per_epoch,
+              "meta": np.array(json.dumps(meta, default=str))}
+    if result.reference is not None:
+        arrays["reference"] = result.reference
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_scores(path: Path) -> ScoreResult:
+    """Read a :func:`save_scores` file."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        return ScoreResult(pair=z["pair"], scores=z["scores"], per_epoch=z["per_epoch"],
+                           train_loss=[float(v) for v in meta["train_loss"]], settings=ScorerSettings(**meta["settings"]),
+                           n_negatives=int(meta["n_negatives"]), device=str(meta["device"]),
+                           reference=z["reference"] if "reference" in z.files else None, extra=meta["extra"])
 
 
 def _init_linear(layer: nn.Linear, gen: torch.Generator) -> None:

@@ -41,7 +41,7 @@ from mixbench.store.manifest import lineage_entry, run_key
 from mixbench.store.shards import Column, Store, StoreWriter
 
 from .config import BALANCED, UnpairConfig
-from .scoring import ScoreResult, score_pairs
+from .scoring import ScoreResult, load_scores, save_scores, score_cache_key, score_pairs
 from .strategies import Selection, assign_kept, get_strategy, ranks_of, select
 
 log = logging.getLogger(__name__)
@@ -194,8 +194,15 @@ def read_pairs(store: Store, split: str, mods: list[str], *, with_feat: bool = F
     )
 
 
-def plan_split(store: Store, split: str, mods: list[str], cfg: UnpairConfig, *, progress: bool = True) -> SplitPlan:
-    """Choose the broken pairs of one split and the surviving half of each."""
+def plan_split(store: Store, split: str, mods: list[str], cfg: UnpairConfig, *, progress: bool = True,
+               score_cache: str | os.PathLike[str] | None = None) -> SplitPlan:
+    """Choose the broken pairs of one split and the surviving half of each.
+
+    ``score_cache``: a folder of finished scoring runs keyed by what the scores depend on
+    (:func:`unpair.scoring.score_cache_key`: input store checksums, split, modalities, scorer
+    settings, seed, device; not the ratio, strategy or mode), so that runs that differ only in
+    those (a sweep's ratios) train the scorer once. A cached result is the same array the scorer
+    would compute again (the scorer is deterministic for a seed on one device)."""
     is_train = split == TRAIN
     strategy = cfg.strategy if is_train else "random"
     ratio = cfg.ratio if is_train else cfg.test_ratio
@@ -204,9 +211,23 @@ def plan_split(store: Store, split: str, mods: list[str], cfg: UnpairConfig, *, 
     scores: ScoreResult | None = None
     if needs_scores:
         assert pairs.feat is not None
-        scores = score_pairs(
-            pairs.feat[mods[0]], pairs.feat[mods[1]], pairs.pair, cfg.scorer(), seed=cfg.seed, progress=progress
-        )
+        cached: Path | None = None
+        if score_cache is not None:
+            content = {k: v for k, v in store.input_record().items() if k != "path"}  # the folder may move
+            key = score_cache_key(content, split, mods, cfg.scorer(), cfg.seed,
+                                  str(resolve_device(cfg.scorer().device)))
+            cached = Path(score_cache) / f"scores-{key[:32]}.npz"
+        if cached is not None and cached.exists():
+            scores = load_scores(cached)
+            log.info("unpair: %s scores from the cache %s", split, cached)
+        else:
+            scores = score_pairs(
+                pairs.feat[mods[0]], pairs.feat[mods[1]], pairs.pair, cfg.scorer(), seed=cfg.seed, progress=progress
+            )
+            if cached is not None:
+                save_scores(cached, scores)
+        if not np.array_equal(scores.pair, np.sort(pairs.pair)):
+            raise StoreError(f"{score_cache}: cached scores for {split} do not cover the split's pairs; delete the cache.")
         pairs.feat = None  # release the features; only the scores are kept
     sel = select(
         strategy,
@@ -358,15 +379,19 @@ def unpair(
     overwrite: bool = False,
     reuse: bool = True,
     progress: bool | None = None,
+    score_cache: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Break a ratio of the training pairs of the features store ``src``; write the benchmark store ``out``.
+
+    ``score_cache``: a folder where the loss scorer's results are kept and looked up (see
+    :func:`plan_split`); the sweep passes one so that its ratios and strategies share a seed's scores.
 
     Returns the manifest (``{**manifest, "reused": True}`` when an identical finished run at ``out``
     is reused). ``config`` is an :class:`UnpairConfig` or a plain mapping of its keys. The output
     folder is locked while the stage runs (:class:`mixbench.stagekit.OutputLock`).
     """
     with OutputLock(out, "unpair"):
-        return _unpair(src, out, config, overwrite=overwrite, reuse=reuse, progress=progress)
+        return _unpair(src, out, config, overwrite=overwrite, reuse=reuse, progress=progress, score_cache=score_cache)
 
 
 def _unpair(
@@ -377,6 +402,7 @@ def _unpair(
     overwrite: bool,
     reuse: bool,
     progress: bool | None,
+    score_cache: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     cfg = config if isinstance(config, UnpairConfig) else UnpairConfig.from_dict(config)
     if Path(out).resolve() == Path(src).resolve():
@@ -393,7 +419,7 @@ def _unpair(
 
     if progress is None:  # bars on an interactive terminal at INFO level; off under -q and in logs
         progress = log.isEnabledFor(logging.INFO) and sys.stderr.isatty()
-    plans = [plan_split(store, split, mods, cfg, progress=progress) for split in store.splits]
+    plans = [plan_split(store, split, mods, cfg, progress=progress, score_cache=score_cache) for split in store.splits]
     splits_info = {p.split: _split_summary(p, mods, store.classes, cfg.mode, store.multilabel) for p in plans}
     summary: dict[str, Any] = {
         "mode": cfg.mode,
