@@ -21,7 +21,7 @@ from mixbench.errors import ConfigError
 #: may be resumed (everything else must match exactly). ``threads`` is not one of them: the number
 #: of CPU threads changes how matrix products are split, so the numbers (issue 10); a checkpoint
 #: written under another ``threads`` is refused, naming the field.
-NON_TRAINING_FIELDS = ("device", "plots", "baselines", "checkpoint_every")
+NON_TRAINING_FIELDS = ("device", "plots", "baselines", "checkpoint_every", "eval_background")
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,11 @@ class TrainConfig(Config):
                         choices=("first", "second"))
     # -- evaluation --------------------------------------------------------------------------
     eval_every: int = option(1, "evaluate (embed + k-means + metrics) every N joint epochs; 0: final epoch only", low=0)
+    eval_background: str = option("off", "CPU only: run each evaluation's k-means and metrics in a background thread "
+                                  "while training goes on (same results, train.eval_queue; gains are uneven: the "
+                                  "two threads share the GIL); auto: when training uses one thread and the process "
+                                  "may use more than one core",
+                                  choices=("auto", "on", "off"))
     n_clusters: int = option(0, "k of k-means (0: the number of classes of the store)", low=0)
     n_init: int = option(20, "k-means restarts", low=1)
     kmeans_max_iter: int = option(1000, "k-means iteration cap", low=1)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -468,55 +469,83 @@ class FaithfulTrainer:
         macs = 2 * self.cfg.batch_size * sum(a * b for a, b in zip(widths, widths[1:]))
         return 1 if macs < (1 << 24) else None
 
+    def eval_in_background(self) -> bool:
+        """Whether the per-epoch k-means and metrics overlap training (``[train] eval_background``;
+        CPU only: on an accelerator the kernels run asynchronously already)."""
+        return background_eval(self.cfg, self.device, self.intra_op_threads())
+
     def _run(self) -> Evaluation:
-        for pi in range(self.phase_index, len(self.phases)):
-            if pi != self.phase_index:
-                self.phase_index, self.epoch = pi, 0
-            phase = self.phases[pi]
-            n_epochs = self.epochs_of(pi)
-            if self.epoch >= n_epochs:
-                continue
-            self._begin_phase(pi)
-            log.info("%s: epochs %d..%d of %d", phase, self.epoch, n_epochs - 1, n_epochs)
-            bar = tqdm(range(self.epoch, n_epochs), desc=phase, unit="epoch", disable=None, leave=False)
-            for epoch in bar:
-                row = self._run_epoch(pi, epoch)
-                self.history.append(row)
-                if self.runlog is not None:
-                    self.runlog.append(row)
-                if self.callback is not None:
-                    self.callback(phase, epoch, row)
-                self.epoch = epoch + 1
-                last = self.epoch == n_epochs
-                every = self.cfg.checkpoint_every
-                if last or (every and self.epoch % every == 0):
-                    self.save_checkpoint(phase_end=last)
-                if last or epoch % max(1, n_epochs // 10) == 0:
-                    log.info("%s epoch %d: %s", phase, epoch, _short(row))
-            bar.close()
+        from .eval_queue import EvalQueue
+
+        with EvalQueue(self.eval_in_background(), self.intra_op_threads()) as queue:
+            for pi in range(self.phase_index, len(self.phases)):
+                if pi != self.phase_index:
+                    self.phase_index, self.epoch = pi, 0
+                phase = self.phases[pi]
+                n_epochs = self.epochs_of(pi)
+                if self.epoch >= n_epochs:
+                    continue
+                self._begin_phase(pi)
+                log.info("%s: epochs %d..%d of %d", phase, self.epoch, n_epochs - 1, n_epochs)
+                bar = tqdm(range(self.epoch, n_epochs), desc=phase, unit="epoch", disable=None, leave=False)
+                for epoch in bar:
+                    row, job = self._train_epoch(pi, epoch)
+                    queue.push(row, job)
+                    self._commit(queue.ready())
+                    self.epoch = epoch + 1
+                    last = self.epoch == n_epochs
+                    every = self.cfg.checkpoint_every
+                    if last or (every and self.epoch % every == 0):
+                        self._commit(queue.ready(wait=True))  # a checkpoint holds every row, evaluated
+                        self.save_checkpoint(phase_end=last)
+                bar.close()
+            self._commit(queue.ready(wait=True))
         if self.skipped_batches:
             log.info("skipped %d batch(es) in which a modality had fewer than %d rows (BatchNorm cannot train on "
                      "them); recorded as skipped_batches", self.skipped_batches, self.min_rows)
         return self.final_evaluation()
+
+    def _commit(self, done: Iterator[tuple[dict[str, Any], Evaluation | None]]) -> None:
+        """Rows whose evaluation has finished, in epoch order: into the history, run log and callback."""
+        for row, ev in done:
+            if ev is not None:
+                row.update(self._eval_row(ev))
+            self.history.append(row)
+            if self.runlog is not None:
+                self.runlog.append(row)
+            if self.callback is not None:
+                self.callback(row["phase"], row["epoch"], row)
+            n_epochs = self.epochs_of(self.phases.index(row["phase"]))
+            if row["epoch"] == n_epochs - 1 or row["epoch"] % max(1, n_epochs // 10) == 0:
+                log.info("%s epoch %d: %s", row["phase"], row["epoch"], _short(row))
 
     def method_facts(self) -> dict[str, Any]:
         """Facts a variant records in metrics.json and report.md (the anchor variants: the anchor)."""
         return {}
 
     def _run_epoch(self, pi: int, epoch: int) -> dict[str, Any]:
+        """One epoch and its evaluation, now: the epoch's full row."""
+        row, job = self._train_epoch(pi, epoch)
+        if job is not None:
+            row.update(self._eval_row(job()))
+        return row
+
+    def _train_epoch(self, pi: int, epoch: int) -> tuple[dict[str, Any], Callable[[], Evaluation] | None]:
+        """One epoch: its row (losses, seconds) and, when an evaluation is due, the job that finishes
+        it (the embeddings are taken now, before the weights move on; see :meth:`evaluation_job`)."""
         phase = self.phases[pi]
         t0 = time.perf_counter()
+        job = None
         if phase == JOINT:
             with self.timer("joint-train"):
                 row = self.joint_epoch(epoch)
             if self._eval_due(epoch):
-                ev = self.evaluate(epoch)
-                row.update(self._eval_row(ev))
+                job = self.evaluation_job(epoch)
         else:
             with self.timer(phase):
                 row = self.pretrain_epoch(pi, epoch)
         row["seconds"] = round(time.perf_counter() - t0, 6)
-        return {"phase": phase, "epoch": epoch, **row}
+        return {"phase": phase, "epoch": epoch, **row}, job
 
     def _eval_due(self, epoch: int) -> bool:
         every = self.cfg.eval_every
@@ -712,12 +741,21 @@ class FaithfulTrainer:
 
     def evaluate(self, epoch: int, kmeans_seed: int | None = None) -> Evaluation:
         """Embed train and test, cluster (:meth:`cluster`), all seven metrics on both."""
+        return self.evaluation_job(epoch, kmeans_seed)()
+
+    def evaluation_job(self, epoch: int, kmeans_seed: int | None = None) -> Callable[[], Evaluation]:
+        """Take the embeddings and draw the k-means seed now; return the rest of :meth:`evaluate`
+        (k-means, metrics), which depends on nothing that training changes afterwards."""
         with self.timer("eval-embed"):
             emb = {s: self.embed(s) for s in self.eval_splits}
         seed = int(self.rng.integers(2**31 - 1)) if kmeans_seed is None else int(kmeans_seed)
-        with self.timer("kmeans"):
-            km, preds = self.cluster(emb, seed)
-        return self.finish_evaluation(epoch, seed, emb, km, preds)
+
+        def job() -> Evaluation:
+            with self.timer("kmeans"):
+                km, preds = self.cluster(emb, seed)
+            return self.finish_evaluation(epoch, seed, emb, km, preds)
+
+        return job
 
     def finish_evaluation(self, epoch: int, seed: int, emb: dict[str, torch.Tensor], km: Any,
                           preds: dict[str, np.ndarray]) -> Evaluation:
@@ -909,6 +947,16 @@ class FaithfulTrainer:
         self.last_good_checkpoint = path
         log.info("resuming from %s: phase %s, %d epoch(s) done", path, state["phase"], state["epoch"])
         return True
+
+
+def background_eval(cfg: TrainConfig, device: torch.device, threads: int | None) -> bool:
+    """``[train] eval_background`` resolved: on/off, or auto = CPU, one training thread, more than one core."""
+    if device.type != "cpu" or cfg.eval_background == "off":
+        return False
+    if cfg.eval_background == "on":
+        return True
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return threads == 1 and cores > 1
 
 
 @contextlib.contextmanager

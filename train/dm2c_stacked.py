@@ -434,22 +434,23 @@ class StackedTrainer:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> list[Any]:
+        from .dm2c import background_eval
+        from .eval_queue import EvalQueue
+
         cfg = self.cfg
         threads = self.trainers[0].intra_op_threads()
-        with cpu_threads(threads):
+        with cpu_threads(threads), EvalQueue(background_eval(cfg, self.device, threads), threads) as queue:
             t0 = self.trainers[0]
             for pi, phase in enumerate(t0.phases):
                 n_epochs = t0.epochs_of(pi)
                 self._begin_phase(pi)
                 bar = tqdm(range(n_epochs), desc=f"{phase} ×{self.S}", unit="epoch", disable=None, leave=False)
                 for epoch in bar:
-                    rows = self._run_epoch(pi, epoch)
-                    for t, row in zip(self.trainers, rows):
-                        t.history.append(row)
-                        if t.runlog is not None:
-                            t.runlog.append(row)
-                        t.phase_index, t.epoch = pi, epoch + 1
+                    rows, job = self._train_epoch(pi, epoch)
+                    queue.push((pi, epoch, rows), job)
+                    self._commit(queue.ready())
                 bar.close()
+            self._commit(queue.ready(wait=True))
             self.write_back()
             self._hand_over()
             for t in self.trainers:
@@ -458,6 +459,17 @@ class StackedTrainer:
         if cfg.epochs == 0 or any(ev is None or ev.epoch != cfg.epochs - 1 for ev in evs):
             evs = [t.final_evaluation() for t in self.trainers]
         return evs
+
+    def _commit(self, done: Any) -> None:
+        """Epochs whose evaluations have finished, in order: every run's row into its history and log."""
+        for (pi, epoch, rows), evs in done:
+            for i, (t, row) in enumerate(zip(self.trainers, rows)):
+                if evs is not None:
+                    row.update(t._eval_row(evs[i]))
+                t.history.append(row)
+                if t.runlog is not None:
+                    t.runlog.append(row)
+                t.phase_index, t.epoch = pi, epoch + 1
 
     def _hand_over(self) -> None:
         """Timings, skipped batches and optimiser states into every trainer (so its checkpoint is complete)."""
@@ -490,21 +502,23 @@ class StackedTrainer:
                 [(self.ae_params(), cfg.pretrain_lr[pi])], "adam", self.S,
                 weight_decay=cfg.pretrain_weight_decay, betas=(cfg.b1, cfg.b2), select=pi)}
 
-    def _run_epoch(self, pi: int, epoch: int) -> list[dict[str, Any]]:
+    def _train_epoch(self, pi: int, epoch: int) -> tuple[list[dict[str, Any]], Any]:
+        """One epoch of every run: the rows and, when an evaluation is due, the job that finishes
+        it (:meth:`evaluation_job`)."""
         t0 = self.trainers[0]
         phase = t0.phases[pi]
         start = time.perf_counter()
+        job = None
         if phase == JOINT:
             with self.timer("joint-train"):
                 rows = self.joint_epoch(epoch)
             if t0._eval_due(epoch):
-                for t, ev, row in zip(self.trainers, self.evaluate(epoch), rows):
-                    row.update(t._eval_row(ev))
+                job = self.evaluation_job(epoch)
         else:
             with self.timer(phase):
                 rows = self.pretrain_epoch(pi, epoch)
         sec = round(time.perf_counter() - start, 6)
-        return [{"phase": phase, "epoch": epoch, **row, "seconds": sec} for row in rows]
+        return [{"phase": phase, "epoch": epoch, **row, "seconds": sec} for row in rows], job
 
     # -- batches -------------------------------------------------------------------------------
     def _padded(self, members: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
@@ -747,19 +761,28 @@ class StackedTrainer:
 
     def evaluate(self, epoch: int) -> list[Any]:
         """Embed, draw each run's k-means seed from its own generator, cluster, score."""
+        return self.evaluation_job(epoch)()
+
+    def evaluation_job(self, epoch: int) -> Any:
+        """Every run's embeddings and k-means seed now; the clustering and metrics as a job for later
+        (they depend on nothing that training changes afterwards)."""
         t0 = self.trainers[0]
         with self.timer("eval-embed"):
             embs = {s: self.embed(s) for s in t0.eval_splits}
         seeds = [int(t.rng.integers(2**31 - 1)) for t in self.trainers]
-        with self.timer("kmeans"):
-            clustered = self.cluster_all([{s: embs[s][i] for s in embs} for i in range(self.S)], seeds)
-        evs = []
-        with self.timer("metrics"):
-            for i, t in enumerate(self.trainers):
-                km, preds = clustered[i]
-                t.timer = PhaseTimer(t.device)  # finish_evaluation times its metrics there (replaced at the end)
-                evs.append(t.finish_evaluation(epoch, seeds[i], {s: embs[s][i] for s in embs}, km, preds))
-        return evs
+
+        def job() -> list[Any]:
+            with self.timer("kmeans"):
+                clustered = self.cluster_all([{s: embs[s][i] for s in embs} for i in range(self.S)], seeds)
+            evs = []
+            with self.timer("metrics"):
+                for i, t in enumerate(self.trainers):
+                    km, preds = clustered[i]
+                    t.timer = PhaseTimer(t.device)  # finish_evaluation times its metrics there (replaced at the end)
+                    evs.append(t.finish_evaluation(epoch, seeds[i], {s: embs[s][i] for s in embs}, km, preds))
+            return evs
+
+        return job
 
     def cluster_all(self, embs: list[dict[str, torch.Tensor]], seeds: list[int]) -> list[tuple[Any, dict[str, np.ndarray]]]:
         """Every run's evaluation k-means (its own seed), fitted on its train embedding."""
