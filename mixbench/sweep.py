@@ -304,10 +304,10 @@ def _unpair_cell(args: tuple[Path, dict[str, Any], str | None, str, float, int])
 
 
 def _score_first(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]],
-                 jobs: int) -> list[tuple[str | None, str, float, int]]:
+                 jobs: int) -> None:
     """Unpair one loss-ranked cell per seed first, ``jobs`` at a time, so that the scorer trains once
     per seed (its scores do not depend on the ratio, strategy or mode; they go to ``root/scores``) and
-    every other cell of that seed reads them. Returns the cells unpaired."""
+    every other cell of that seed reads them."""
     from unpair.strategies import get_strategy
 
     first: dict[int, tuple[str | None, str, float, int]] = {}
@@ -317,7 +317,6 @@ def _score_first(root: Path, configs: dict[str, Any], grid: list[tuple[str | Non
     if first:
         log.info("sweep: training the loss scorer once per seed (%d seed(s))", len(first))
         _pool_map(_unpair_cell, [(root, configs, *cell) for cell in first.values()], jobs)
-    return list(first.values())
 
 
 def _stack_group(args: tuple[Path, dict[str, Any], list[tuple[str | None, str, float, int]]]) -> int:

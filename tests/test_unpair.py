@@ -362,6 +362,12 @@ def test_score_cache_shares_a_seeds_scores_across_ratios_and_strategies(wiki_pai
     for key in ("score", "rank", "per_epoch_score", "broken", "train_loss"):
         assert np.array_equal(sp[key], sc[key]), key
     assert cached["info"]["unpair"]["splits"]["train"]["n_broken"] == plain["info"]["unpair"]["splits"]["train"]["n_broken"]
+    # a damaged cache file is refused, naming the file and the fix (never read as scores)
+    [entry] = cache.glob("scores-*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])
+    with pytest.raises(StoreError, match=rf"{entry.name}: cached loss scores for split 'train' cannot be read.*delete"):
+        unpair.unpair(wiki_paired, tmp_path / "e", {"ratio": 0.5, "strategy": "loss-lowest", **kw}, progress=False,
+                      score_cache=cache)
     # another seed is another key: the scorer would train (and is refused here)
     with pytest.raises(AssertionError, match="trained again"):
         unpair.unpair(wiki_paired, tmp_path / "d", {"ratio": 0.6, "strategy": "loss-lowest", "seed": 4,

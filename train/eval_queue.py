@@ -34,7 +34,6 @@ class EvalQueue:
     """
 
     def __init__(self, background: bool, threads: int | None = None) -> None:
-        self.background = background
         self._items: deque[tuple[Any, Future[Any] | None]] = deque()
         self._pool: ThreadPoolExecutor | None = None
         if background:
@@ -62,9 +61,6 @@ class EvalQueue:
             result = fut.result() if fut is not None else None
             self._items.popleft()
             yield item, result
-
-    def __len__(self) -> int:
-        return len(self._items)
 
     def close(self) -> None:
         """Wait for running jobs and stop the worker (pending results not taken are dropped)."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from tqdm import tqdm
 
 from mixbench.device import resolve_device
 from mixbench.errors import DataError
+from mixbench.store.manifest import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +114,14 @@ def score_cache_key(store_record: dict[str, Any], split: str, mods: list[str], s
 
 
 def save_scores(path: Path, result: ScoreResult) -> None:
-    """Write ``result`` to ``path`` (an ``.npz``; no pickles) atomically: a temporary file renamed into place."""
+    """Write ``result`` to ``path`` (an ``.npz``; no pickles) atomically (:func:`mixbench.store.manifest.atomic_write`)."""
     meta = {"train_loss": result.train_loss, "settings": result.settings.to_dict(), "n_negatives": result.n_negatives,
             "device": result.device, "extra": result.extra}
     arrays = {"pair": result.pair, "scores": result.scores, "per_epoch": result.per_epoch,
               "meta": np.array(json.dumps(meta, default=str))}
     if result.reference is not None:
         arrays["reference"] = result.reference
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_scores(path: Path) -> ScoreResult:

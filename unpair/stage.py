@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -218,16 +219,13 @@ def plan_split(store: Store, split: str, mods: list[str], cfg: UnpairConfig, *, 
                                   str(resolve_device(cfg.scorer().device)))
             cached = Path(score_cache) / f"scores-{key[:32]}.npz"
         if cached is not None and cached.exists():
-            scores = load_scores(cached)
-            log.info("unpair: %s scores from the cache %s", split, cached)
+            scores = _cached_scores(cached, split, pairs.pair)
         else:
             scores = score_pairs(
                 pairs.feat[mods[0]], pairs.feat[mods[1]], pairs.pair, cfg.scorer(), seed=cfg.seed, progress=progress
             )
             if cached is not None:
                 save_scores(cached, scores)
-        if not np.array_equal(scores.pair, np.sort(pairs.pair)):
-            raise StoreError(f"{score_cache}: cached scores for {split} do not cover the split's pairs; delete the cache.")
         pairs.feat = None  # release the features; only the scores are kept
     sel = select(
         strategy,
@@ -243,6 +241,21 @@ def plan_split(store: Store, split: str, mods: list[str], cfg: UnpairConfig, *, 
         labels = pairs.label if cfg.balance_classes else None
         kept = assign_kept(sel.broken, keep, _rng(cfg.seed, split, "keep"), labels=labels)
     return SplitPlan(split, strategy, ratio, pairs, sel, kept, scores)
+
+
+def _cached_scores(path: Path, split: str, pair: np.ndarray) -> ScoreResult:
+    """A cached scoring run, checked to cover exactly the split's pairs (an unreadable or foreign
+    file is refused, naming it and the fix)."""
+    try:
+        scores = load_scores(path)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise StoreError(f"{path}: cached loss scores for split '{split}' cannot be read ({exc}); delete the "
+                         "file and rerun (the scorer trains again).") from None
+    if not np.array_equal(scores.pair, np.sort(pair)):
+        raise StoreError(f"{path}: cached loss scores for split '{split}' do not cover the split's pairs; delete "
+                         "the file and rerun (the scorer trains again).")
+    log.info("unpair: %s scores from the cache %s", split, path)
+    return scores
 
 
 def output_schema(store: Store, mode: str) -> dict[str, dict[str, Column]]:
