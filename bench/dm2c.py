@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, help="override the joint epochs (both sides)")
     p.add_argument("--eval-every", type=int, help="override [train] eval_every (ours only; 0: evaluate the final epoch "
                    "only, as a sweep that reads final-epoch figures needs; not the reference's protocol)")
+    p.add_argument("--eval-background", choices=("auto", "process", "thread", "off"),
+                   help="override [train] eval_background (ours only, solo and stacked alike; default: the config's, "
+                        "auto). Where the per-epoch k-means runs; the results are the same in every mode")
     p.add_argument("--reference", type=Path, metavar="DIR",
                    help="a checkout of jiangyangby/DM2C: run it on the same store in this run and print the measured ratio")
     p.add_argument("--reference-seeds", type=int, default=1, help="seeds 0..N-1 for the reference (default 1)")
@@ -218,12 +221,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.reference is not None:
             p.error("--eval-every changes our protocol only; do not combine it with --reference")
         overrides["eval_every"] = args.eval_every
+    if args.eval_background is not None:
+        overrides["eval_background"] = args.eval_background
     schedule = {"pretrain_epochs": 150, "epochs": 220, "n_init": 20, **overrides}
+    schedule.pop("eval_background", None)  # where the k-means runs, not what it computes
     full = schedule == {"pretrain_epochs": 150, "epochs": 220, "n_init": 20}
     rows = {s: {m: t.n(m) for m in data.modalities} for s, t in data.splits.items()}
     print(f"benchmark: {store}  rows {rows}  dims {data.dims}")
     print(f"device: {device_name(device)}  torch {torch.__version__}  schedule: "
           f"{'full (150 + 150 pre-training, 220 joint, eval every epoch)' if full else schedule}")
+    from train.config import TrainConfig
+
+    eval_mode = overrides.get("eval_background", TrainConfig().eval_background)
+    print(f"evaluation: [train] eval_background = {eval_mode} (with a worker process, 'kmeans' below is the "
+          "worker's time, overlapped with training)")
     load_before = loadavg()
     print(f"load average before: {load_before}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -25,3 +26,10 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         raise ConfigError(f"device = {name!r}: this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1}); "
                           "use 'cuda', 'auto' or an index that exists.")
     return dev
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

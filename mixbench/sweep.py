@@ -113,6 +113,7 @@ def run_sweep(
         if not 0.0 <= r <= 1.0:
             raise ConfigError(f"--ratio {r}: must be in [0, 1].")
     configs = stage_configs(recipe)  # validates everything before any work
+    configs["train"] = _eval_with_jobs(configs["train"], jobs)
     specs = method_specs(methods, configs["train"], method_options or {}) if methods else None
     if specs:
         configs["methods"] = specs
@@ -360,6 +361,17 @@ def _stack_groups(root: Path, configs: dict[str, Any], grid: list[tuple[str | No
     log.info("sweep --batched: %d cells as %d stacked program(s) of %s run(s)", len(grid), n,
              "/".join(str(len(g)) for g in groups))
     _pool_map(_stack_group, [(root, configs, cells) for cells in groups], jobs)
+
+
+def _eval_with_jobs(tcfg: Any, jobs: int) -> Any:
+    """``[train] eval_background = "auto"`` when cells run ``jobs`` at a time: a run's evaluation
+    worker process needs a core of its own, so with fewer than two cores per job the runs evaluate
+    in their own process (``off``; the results are the same either way)."""
+    from mixbench.device import available_cores
+
+    if tcfg.eval_background != "auto" or jobs == 1 or 2 * jobs <= available_cores():
+        return tcfg
+    return tcfg.replace(eval_background="off")
 
 
 def _pool_map(fn: Any, items: list[Any], jobs: int) -> list[Any]:

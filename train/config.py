@@ -66,11 +66,13 @@ class TrainConfig(Config):
                         choices=("first", "second"))
     # -- evaluation --------------------------------------------------------------------------
     eval_every: int = option(1, "evaluate (embed + k-means + metrics) every N joint epochs; 0: final epoch only", low=0)
-    eval_background: str = option("off", "CPU only: run each evaluation's k-means and metrics in a background thread "
-                                  "while training goes on (same results, train.eval_queue; gains are uneven: the "
-                                  "two threads share the GIL); auto: when training uses one thread and the process "
-                                  "may use more than one core",
-                                  choices=("auto", "on", "off"))
+    eval_background: str = option("auto", "CPU only: where each evaluation's k-means runs while training goes on "
+                                  "(same results in every mode, train.eval_queue): off (in the training "
+                                  "process, between epochs), process (a worker process on another core), "
+                                  "thread (a background thread; shares the GIL, gains are uneven; 'on' is its "
+                                  "older name), auto (process when training uses one thread, another core is "
+                                  "free and at least 20 evaluations are due, else off)",
+                                  choices=("auto", "process", "thread", "on", "off"))
     n_clusters: int = option(0, "k of k-means (0: the number of classes of the store)", low=0)
     n_init: int = option(20, "k-means restarts", low=1)
     kmeans_max_iter: int = option(1000, "k-means iteration cap", low=1)

@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,9 +61,13 @@ from tqdm import tqdm
 
 from mixbench.errors import ConfigError, DataError, MixbenchError
 
+from .eval_cluster import numpy_labels as _numpy_labels
+
 if TYPE_CHECKING:
     from .config import TrainConfig
     from .data import BenchmarkData, SplitTensors
+    from .eval_cluster import ClusterSpec
+    from .eval_queue import EvalJob
     from .runlog import RunLog
 
 log = logging.getLogger(__name__)
@@ -320,7 +323,11 @@ class PhaseTimer:
         finally:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.add(name, time.perf_counter() - t0)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Count ``seconds`` to part ``name`` (a part timed elsewhere, e.g. in a worker)."""
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,12 +346,6 @@ class Evaluation:
     predictions: dict[str, np.ndarray]
     metrics: dict[str, dict[str, float]]
     diagnostics: dict[str, float] = field(default_factory=dict)
-
-
-def _numpy_labels(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy().astype(np.int64)
-    return np.asarray(x, dtype=np.int64)
 
 
 def mixed_batch_order(flags: torch.Tensor, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
@@ -390,6 +391,7 @@ class FaithfulTrainer:
     name: ClassVar[str] = "faithful"
     LOSS_TERMS: ClassVar[tuple[str, ...]] = ("loss_g", "rec_a", "rec_b", "cyc_a", "cyc_b", "cycrec_a", "cycrec_b", "adv")
     CRITIC_TERMS: ClassVar[tuple[str, ...]] = ("loss_d", "d_a", "d_b")
+    _portable: bool = False  # evaluation jobs picklable for a worker process (set by _run)
 
     def __init__(
         self,
@@ -469,15 +471,23 @@ class FaithfulTrainer:
         macs = 2 * self.cfg.batch_size * sum(a * b for a, b in zip(widths, widths[1:]))
         return 1 if macs < (1 << 24) else None
 
-    def eval_in_background(self) -> bool:
-        """Whether the per-epoch k-means and metrics overlap training (``[train] eval_background``;
-        CPU only: on an accelerator the kernels run asynchronously already)."""
-        return background_eval(self.cfg, self.device, self.intra_op_threads())
+    def eval_mode(self) -> str:
+        """Where the per-epoch k-means runs: ``sync``, ``thread`` or ``process``
+        (``[train] eval_background``, :func:`background_eval`)."""
+        return background_eval(self.cfg, self.device, self.intra_op_threads(), self.evaluations_due())
+
+    def evaluations_due(self) -> int:
+        """Evaluations the joint phase still has to run (every ``eval_every``-th epoch and the last)."""
+        done = self.epoch if self.phases[self.phase_index] == JOINT else 0
+        if JOINT not in self.phases[self.phase_index:]:
+            return 0
+        return sum(self._eval_due(e) for e in range(done, self.cfg.epochs))
 
     def _run(self) -> Evaluation:
         from .eval_queue import EvalQueue
 
-        with EvalQueue(self.eval_in_background(), self.intra_op_threads()) as queue:
+        with EvalQueue(self.eval_mode(), self.intra_op_threads()) as queue:
+            self._portable = queue.mode == "process"
             for pi in range(self.phase_index, len(self.phases)):
                 if pi != self.phase_index:
                     self.phase_index, self.epoch = pi, 0
@@ -540,7 +550,7 @@ class FaithfulTrainer:
             with self.timer("joint-train"):
                 row = self.joint_epoch(epoch)
             if self._eval_due(epoch):
-                job = self.evaluation_job(epoch)
+                job = self.evaluation_job(epoch, portable=self._portable)
         else:
             with self.timer(phase):
                 row = self.pretrain_epoch(pi, epoch)
@@ -743,19 +753,25 @@ class FaithfulTrainer:
         """Embed train and test, cluster (:meth:`cluster`), all seven metrics on both."""
         return self.evaluation_job(epoch, kmeans_seed)()
 
-    def evaluation_job(self, epoch: int, kmeans_seed: int | None = None) -> Callable[[], Evaluation]:
+    def evaluation_job(self, epoch: int, kmeans_seed: int | None = None, portable: bool = False) -> EvalJob:
         """Take the embeddings and draw the k-means seed now; return the rest of :meth:`evaluate`
-        (k-means, metrics), which depends on nothing that training changes afterwards."""
+        as an :class:`~train.eval_queue.EvalJob`: the k-means (remote part, depends on nothing that
+        training changes afterwards; ``portable``: picklable for a worker process) and the metrics
+        (finish part, in this process)."""
+        from .eval_cluster import cluster_runs, embeddings_to_host, kmeans_from_host
+        from .eval_queue import EvalJob
+
         with self.timer("eval-embed"):
             emb = {s: self.embed(s) for s in self.eval_splits}
         seed = int(self.rng.integers(2**31 - 1)) if kmeans_seed is None else int(kmeans_seed)
 
-        def job() -> Evaluation:
-            with self.timer("kmeans"):
-                km, preds = self.cluster(emb, seed)
-            return self.finish_evaluation(epoch, seed, emb, km, preds)
+        def finish(result: tuple[list[tuple[Any, dict[str, np.ndarray]]], float]) -> Evaluation:
+            (km, preds), = result[0]
+            self.timer.add("kmeans", result[1])
+            return self.finish_evaluation(epoch, seed, emb, kmeans_from_host(km) if portable else km, preds)
 
-        return job
+        sent = embeddings_to_host([emb]) if portable else [emb]
+        return EvalJob(cluster_runs, ([self.cluster_spec()], sent, [seed], portable), finish)
 
     def finish_evaluation(self, epoch: int, seed: int, emb: dict[str, torch.Tensor], km: Any,
                           preds: dict[str, np.ndarray]) -> Evaluation:
@@ -771,22 +787,22 @@ class FaithfulTrainer:
         self.last_eval = ev
         return ev
 
-    def kmeans(self, seed: int) -> Any:
-        """The evaluation k-means (the faithful settings: n_init, max_iter, tol of the config)."""
-        from .kmeans import KMeans
+    def cluster_spec(self) -> ClusterSpec:
+        """The evaluation k-means as plain data (:class:`~train.eval_cluster.ClusterSpec`): the
+        faithful settings of the config, fitted on every train row; variants override it."""
+        from .eval_cluster import ClusterSpec
 
         cfg = self.cfg
-        return KMeans(self.n_clusters, n_init=cfg.n_init, max_iter=cfg.kmeans_max_iter, tol=cfg.kmeans_tol,
-                      seed=seed, device=self.device)
+        return ClusterSpec(self.n_clusters, cfg.n_init, cfg.kmeans_max_iter, cfg.kmeans_tol, str(self.device),
+                           tuple(self.eval_splits))
+
+    def kmeans(self, seed: int) -> Any:
+        """The evaluation k-means (the faithful settings: n_init, max_iter, tol of the config)."""
+        return self.cluster_spec().kmeans(seed)
 
     def cluster(self, emb: dict[str, torch.Tensor], seed: int) -> tuple[Any, dict[str, np.ndarray]]:
-        """k-means fitted on the train embeddings; train rows take its labels, other splits ``predict``."""
-        km = self.kmeans(seed).fit(emb["train"])
-        preds = {"train": _numpy_labels(km.labels_)}
-        for s in self.eval_splits:
-            if s != "train":
-                preds[s] = _numpy_labels(km.predict(emb[s]))
-        return km, preds
+        """The evaluation k-means fitted (:meth:`cluster_spec`) and every split's labels."""
+        return self.cluster_spec()(emb, seed)
 
     def _diagnostics(self, preds: dict[str, np.ndarray]) -> dict[str, float]:
         """Cluster-modality NMI and per-modality ACC of the last split evaluated (test when present):
@@ -949,14 +965,29 @@ class FaithfulTrainer:
         return True
 
 
-def background_eval(cfg: TrainConfig, device: torch.device, threads: int | None) -> bool:
-    """``[train] eval_background`` resolved: on/off, or auto = CPU, one training thread, more than one core."""
-    if device.type != "cpu" or cfg.eval_background == "off":
-        return False
-    if cfg.eval_background == "on":
-        return True
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return threads == 1 and cores > 1
+#: ``eval_background = "auto"`` uses a worker process from this many evaluations on: starting it
+#: (an interpreter importing torch, about 2 s, overlapped with pre-training) must pay for itself.
+AUTO_PROCESS_MIN_EVALS = 20
+
+
+def background_eval(cfg: TrainConfig, device: torch.device, threads: int | None, evaluations: int = 0) -> str:
+    """``[train] eval_background`` resolved to an :class:`~train.eval_queue.EvalQueue` mode.
+
+    ``sync`` on an accelerator (its kernels run asynchronously already) and for ``off``; ``thread``
+    for ``thread`` (or its older spelling ``on``); ``process`` for ``process``; ``auto``:
+    ``process`` when training uses one CPU thread, the process may use another core and at least
+    :data:`AUTO_PROCESS_MIN_EVALS` evaluations are due, else ``sync``."""
+    mode = cfg.eval_background
+    if device.type != "cpu" or mode == "off":
+        return "sync"
+    if mode in ("on", "thread"):
+        return "thread"
+    if mode == "process":
+        return "process"
+    from mixbench.device import available_cores
+
+    cores = available_cores()
+    return "process" if threads == 1 and cores > 1 and evaluations >= AUTO_PROCESS_MIN_EVALS else "sync"
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ from tqdm import tqdm
 from mixbench.errors import ConfigError
 
 from .dm2c import JOINT, FaithfulTrainer, PhaseTimer, cpu_threads, mixed_batch_order
+
+if TYPE_CHECKING:
+    from .eval_queue import EvalJob
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +407,7 @@ class StackedTrainer:
         self.device = t0.device
         self.dtype = t0.x_train.dtype
         self.S = len(self.trainers)
+        self._portable = False  # evaluation jobs picklable for a worker process (set by run)
         nets = [t.net for t in self.trainers]
         dev = self.device
         self.ae_enc = stack_sequential([[n.aes[0].encoder for n in nets], [n.aes[1].encoder for n in nets]], dev)
@@ -439,7 +443,9 @@ class StackedTrainer:
 
         cfg = self.cfg
         threads = self.trainers[0].intra_op_threads()
-        with cpu_threads(threads), EvalQueue(background_eval(cfg, self.device, threads), threads) as queue:
+        mode = background_eval(cfg, self.device, threads, self.S * self.trainers[0].evaluations_due())
+        with cpu_threads(threads), EvalQueue(mode, threads) as queue:
+            self._portable = queue.mode == "process"
             t0 = self.trainers[0]
             for pi, phase in enumerate(t0.phases):
                 n_epochs = t0.epochs_of(pi)
@@ -763,32 +769,48 @@ class StackedTrainer:
         """Embed, draw each run's k-means seed from its own generator, cluster, score."""
         return self.evaluation_job(epoch)()
 
-    def evaluation_job(self, epoch: int) -> Any:
-        """Every run's embeddings and k-means seed now; the clustering and metrics as a job for later
-        (they depend on nothing that training changes afterwards)."""
+    def evaluation_job(self, epoch: int) -> EvalJob:
+        """Every run's embeddings and k-means seed now; the clustering (remote part, picklable for
+        a worker process when the queue runs one) and the metrics (finish part) as a job for later:
+        they depend on nothing that training changes afterwards."""
+        from .eval_cluster import cluster_runs, embeddings_to_host, kmeans_from_host
+        from .eval_queue import EvalJob
+
         t0 = self.trainers[0]
         with self.timer("eval-embed"):
             embs = {s: self.embed(s) for s in t0.eval_splits}
         seeds = [int(t.rng.integers(2**31 - 1)) for t in self.trainers]
+        per_run = [{s: embs[s][i] for s in embs} for i in range(self.S)]
+        portable = self._portable
 
-        def job() -> list[Any]:
-            with self.timer("kmeans"):
-                clustered = self.cluster_all([{s: embs[s][i] for s in embs} for i in range(self.S)], seeds)
+        def finish(result: tuple[list[tuple[Any, dict[str, np.ndarray]]], float]) -> list[Any]:
+            clustered, seconds = result
+            self.timer.add("kmeans", seconds)
             evs = []
             with self.timer("metrics"):
                 for i, t in enumerate(self.trainers):
                     km, preds = clustered[i]
                     t.timer = PhaseTimer(t.device)  # finish_evaluation times its metrics there (replaced at the end)
-                    evs.append(t.finish_evaluation(epoch, seeds[i], {s: embs[s][i] for s in embs}, km, preds))
+                    evs.append(t.finish_evaluation(epoch, seeds[i], per_run[i],
+                                                   kmeans_from_host(km) if portable else km, preds))
             return evs
 
-        return job
+        if self.device.type == "cpu":  # measured: the solo fits are faster on CPU (train.kmeans_stacked)
+            specs = [t.cluster_spec() for t in self.trainers]
+            return EvalJob(cluster_runs, (specs, embeddings_to_host(per_run) if portable else per_run, seeds, portable),
+                           finish)
+        return EvalJob(self._cluster_many, (per_run, seeds), finish)
 
-    def cluster_all(self, embs: list[dict[str, torch.Tensor]], seeds: list[int]) -> list[tuple[Any, dict[str, np.ndarray]]]:
-        """Every run's evaluation k-means (its own seed), fitted on its train embedding."""
+    def _cluster_many(self, embs: list[dict[str, torch.Tensor]], seeds: list[int]
+                      ) -> tuple[list[tuple[Any, dict[str, np.ndarray]]], float]:
+        """Every run's evaluation k-means as one batched fit (accelerators), and its seconds."""
         from .kmeans_stacked import cluster_many
 
-        return cluster_many(self.trainers, embs, seeds)
+        start = time.perf_counter()
+        out = cluster_many(self.trainers, embs, seeds)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return out, time.perf_counter() - start
 
     # -- hand-over ------------------------------------------------------------------------------
     def torch_optimizers(self, i: int) -> dict[str, torch.optim.Optimizer]:

@@ -23,6 +23,7 @@ see the README's benchmark section.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,8 @@ from mixbench.config import Config, option
 from mixbench.errors import ConfigError
 
 from .data import SplitTensors
-from .dm2c import FaithfulTrainer, _numpy_labels
+from .dm2c import FaithfulTrainer
+from .eval_cluster import ClusterSpec, numpy_labels as _numpy_labels
 from .registry import NoOptions, Variant, register_variant
 
 log = logging.getLogger(__name__)
@@ -136,12 +138,12 @@ class AnchorTrainer(FaithfulTrainer):
         own = s.x[self.modalities[a]]
         return torch.cat([own, translated] if a == 0 else [translated, own])
 
-    def cluster(self, emb: dict[str, torch.Tensor], seed: int) -> tuple[Any, dict[str, np.ndarray]]:
+    def cluster_spec(self) -> ClusterSpec:
         """k-means fitted on the anchor's training rows; every row of every split assigned by predict."""
+        spec = super().cluster_spec()
         n_first = self.train_split.n(self.modalities[0])
-        anchor_rows = emb["train"][:n_first] if self.anchor == 0 else emb["train"][n_first:]
-        km = self.kmeans(seed).fit(anchor_rows)
-        return km, {s: _numpy_labels(km.predict(emb[s])) for s in self.eval_splits}
+        rows = (0, n_first) if self.anchor == 0 else (n_first, n_first + self.train_split.n(self.modalities[1]))
+        return dataclasses.replace(spec, fit_rows=rows)
 
     def method_facts(self) -> dict[str, Any]:
         """What metrics.json and report.md record about the anchor (its name, how it was chosen)."""
