@@ -391,7 +391,6 @@ class FaithfulTrainer:
     name: ClassVar[str] = "faithful"
     LOSS_TERMS: ClassVar[tuple[str, ...]] = ("loss_g", "rec_a", "rec_b", "cyc_a", "cyc_b", "cycrec_a", "cycrec_b", "adv")
     CRITIC_TERMS: ClassVar[tuple[str, ...]] = ("loss_d", "d_a", "d_b")
-    _portable: bool = False  # evaluation jobs picklable for a worker process (set by _run)
 
     def __init__(
         self,
@@ -487,7 +486,6 @@ class FaithfulTrainer:
         from .eval_queue import EvalQueue
 
         with EvalQueue(self.eval_mode(), self.intra_op_threads()) as queue:
-            self._portable = queue.mode == "process"
             for pi in range(self.phase_index, len(self.phases)):
                 if pi != self.phase_index:
                     self.phase_index, self.epoch = pi, 0
@@ -550,7 +548,7 @@ class FaithfulTrainer:
             with self.timer("joint-train"):
                 row = self.joint_epoch(epoch)
             if self._eval_due(epoch):
-                job = self.evaluation_job(epoch, portable=self._portable)
+                job = self.evaluation_job(epoch)
         else:
             with self.timer(phase):
                 row = self.pretrain_epoch(pi, epoch)
@@ -753,17 +751,18 @@ class FaithfulTrainer:
         """Embed train and test, cluster (:meth:`cluster`), all seven metrics on both."""
         return self.evaluation_job(epoch, kmeans_seed)()
 
-    def evaluation_job(self, epoch: int, kmeans_seed: int | None = None, portable: bool = False) -> EvalJob:
+    def evaluation_job(self, epoch: int, kmeans_seed: int | None = None) -> EvalJob:
         """Take the embeddings and draw the k-means seed now; return the rest of :meth:`evaluate`
         as an :class:`~train.eval_queue.EvalJob`: the k-means (remote part, depends on nothing that
-        training changes afterwards; ``portable``: picklable for a worker process) and the metrics
-        (finish part, in this process)."""
+        training changes afterwards; on CPU picklable for a worker process, its tensors carried as
+        numpy arrays, without a copy in this process) and the metrics (finish part, in this process)."""
         from .eval_cluster import cluster_runs, embeddings_to_host, kmeans_from_host
         from .eval_queue import EvalJob
 
         with self.timer("eval-embed"):
             emb = {s: self.embed(s) for s in self.eval_splits}
         seed = int(self.rng.integers(2**31 - 1)) if kmeans_seed is None else int(kmeans_seed)
+        portable = self.device.type == "cpu"
 
         def finish(result: tuple[list[tuple[Any, dict[str, np.ndarray]]], float]) -> Evaluation:
             (km, preds), = result[0]

@@ -407,7 +407,6 @@ class StackedTrainer:
         self.device = t0.device
         self.dtype = t0.x_train.dtype
         self.S = len(self.trainers)
-        self._portable = False  # evaluation jobs picklable for a worker process (set by run)
         nets = [t.net for t in self.trainers]
         dev = self.device
         self.ae_enc = stack_sequential([[n.aes[0].encoder for n in nets], [n.aes[1].encoder for n in nets]], dev)
@@ -445,7 +444,6 @@ class StackedTrainer:
         threads = self.trainers[0].intra_op_threads()
         mode = background_eval(cfg, self.device, threads, self.S * self.trainers[0].evaluations_due())
         with cpu_threads(threads), EvalQueue(mode, threads) as queue:
-            self._portable = queue.mode == "process"
             t0 = self.trainers[0]
             for pi, phase in enumerate(t0.phases):
                 n_epochs = t0.epochs_of(pi)
@@ -781,7 +779,7 @@ class StackedTrainer:
             embs = {s: self.embed(s) for s in t0.eval_splits}
         seeds = [int(t.rng.integers(2**31 - 1)) for t in self.trainers]
         per_run = [{s: embs[s][i] for s in embs} for i in range(self.S)]
-        portable = self._portable
+        portable = self.device.type == "cpu"  # picklable for a worker process (no copy in this one)
 
         def finish(result: tuple[list[tuple[Any, dict[str, np.ndarray]]], float]) -> list[Any]:
             clustered, seconds = result
@@ -795,10 +793,9 @@ class StackedTrainer:
                                                    kmeans_from_host(km) if portable else km, preds))
             return evs
 
-        if self.device.type == "cpu":  # measured: the solo fits are faster on CPU (train.kmeans_stacked)
+        if portable:  # CPU; measured: the solo fits are faster on CPU (train.kmeans_stacked)
             specs = [t.cluster_spec() for t in self.trainers]
-            return EvalJob(cluster_runs, (specs, embeddings_to_host(per_run) if portable else per_run, seeds, portable),
-                           finish)
+            return EvalJob(cluster_runs, (specs, embeddings_to_host(per_run), seeds, True), finish)
         return EvalJob(self._cluster_many, (per_run, seeds), finish)
 
     def _cluster_many(self, embs: list[dict[str, torch.Tensor]], seeds: list[int]
