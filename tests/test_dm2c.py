@@ -114,6 +114,18 @@ def test_estimator_api(fitted: DM2C) -> None:
         DM2C(variant="nope")
 
 
+def test_final_figures_do_not_depend_on_eval_every(wiki_bench: Path) -> None:
+    """One k-means seed is drawn per joint epoch, evaluated or not: evaluating only the final epoch
+    (a sweep's setting) gives the every-epoch run's final figures bit for bit."""
+    runs = {e: DM2C(**SHORT, eval_every=e).fit(wiki_bench) for e in (0, 1, 2)}
+    finals = {e: [r for r in m.history_ if r["phase"] == "joint"][-1] for e, m in runs.items()}
+    assert sum("test_acc" in r for r in runs[1].history_) == 3 and sum("test_acc" in r for r in runs[0].history_) == 1
+    for e in (0, 2):
+        assert finals[e]["kmeans_seed"] == finals[1]["kmeans_seed"]
+        for k in (f"{s}_{m}" for s in ("train", "test") for m in METRICS):
+            assert finals[e][k] == finals[1][k], (e, k)
+
+
 def test_naive_gan_no_batchnorm_second_space(wiki_bench: Path) -> None:
     m = DM2C(pretrain_epochs=1, epochs=2, n_init=2, device="cpu", gan="naive", batchnorm=False, eval_every=0,
              unify="second").fit(wiki_bench)

@@ -65,7 +65,7 @@ class TrainConfig(Config):
     unify: str = option("first", "latent space the embeddings are unified into: the first (image) or second modality's",
                         choices=("first", "second"))
     # -- evaluation --------------------------------------------------------------------------
-    eval_every: int = option(1, "evaluate (embed + k-means + metrics) every N joint epochs; 0: final epoch only", low=0)
+    eval_every: int = option(1, "evaluate (embed + k-means + metrics) every N joint epochs; 0: final epoch only (the final figures do not depend on it)", low=0)
     eval_background: str = option("auto", "CPU only: where each evaluation's k-means runs while training goes on "
                                   "(same results in every mode, train.eval_queue): off (in the training "
                                   "process, between epochs), process (a worker process on another core), "

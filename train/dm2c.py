@@ -547,13 +547,20 @@ class FaithfulTrainer:
         if phase == JOINT:
             with self.timer("joint-train"):
                 row = self.joint_epoch(epoch)
+            seed = self.next_kmeans_seed()  # drawn every joint epoch, evaluated or not
             if self._eval_due(epoch):
-                job = self.evaluation_job(epoch)
+                job = self.evaluation_job(epoch, seed)
         else:
             with self.timer(phase):
                 row = self.pretrain_epoch(pi, epoch)
         row["seconds"] = round(time.perf_counter() - t0, 6)
         return {"phase": phase, "epoch": epoch, **row}, job
+
+    def next_kmeans_seed(self) -> int:
+        """The next k-means seed of this run's stream. One is drawn per joint epoch whether that epoch
+        is evaluated or not, so epoch ``e`` always clusters with the stream's ``e``-th seed and the
+        final figures do not depend on ``eval_every`` (final-epoch-only runs equal every-epoch runs)."""
+        return int(self.rng.integers(2**31 - 1))
 
     def _eval_due(self, epoch: int) -> bool:
         every = self.cfg.eval_every
@@ -761,7 +768,7 @@ class FaithfulTrainer:
 
         with self.timer("eval-embed"):
             emb = {s: self.embed(s) for s in self.eval_splits}
-        seed = int(self.rng.integers(2**31 - 1)) if kmeans_seed is None else int(kmeans_seed)
+        seed = self.next_kmeans_seed() if kmeans_seed is None else int(kmeans_seed)
         portable = self.device.type == "cpu"
 
         def finish(result: tuple[list[tuple[Any, dict[str, np.ndarray]]], float]) -> Evaluation:

@@ -516,8 +516,9 @@ class StackedTrainer:
         if phase == JOINT:
             with self.timer("joint-train"):
                 rows = self.joint_epoch(epoch)
+            seeds = [t.next_kmeans_seed() for t in self.trainers]  # every joint epoch, as the solo runs
             if t0._eval_due(epoch):
-                job = self.evaluation_job(epoch)
+                job = self.evaluation_job(epoch, seeds)
         else:
             with self.timer(phase):
                 rows = self.pretrain_epoch(pi, epoch)
@@ -763,11 +764,11 @@ class StackedTrainer:
         lat = self.arch.latent
         return [torch.cat(p) if p else torch.zeros((0, lat), device=self.device) for p in parts]
 
-    def evaluate(self, epoch: int) -> list[Any]:
-        """Embed, draw each run's k-means seed from its own generator, cluster, score."""
-        return self.evaluation_job(epoch)()
+    def evaluate(self, epoch: int, seeds: list[int] | None = None) -> list[Any]:
+        """Embed, draw each run's k-means seed from its own generator (unless given), cluster, score."""
+        return self.evaluation_job(epoch, seeds)()
 
-    def evaluation_job(self, epoch: int) -> EvalJob:
+    def evaluation_job(self, epoch: int, seeds: list[int] | None = None) -> EvalJob:
         """Every run's embeddings and k-means seed now; the clustering (remote part, picklable for
         a worker process when the queue runs one) and the metrics (finish part) as a job for later:
         they depend on nothing that training changes afterwards."""
@@ -777,7 +778,8 @@ class StackedTrainer:
         t0 = self.trainers[0]
         with self.timer("eval-embed"):
             embs = {s: self.embed(s) for s in t0.eval_splits}
-        seeds = [int(t.rng.integers(2**31 - 1)) for t in self.trainers]
+        if seeds is None:
+            seeds = [t.next_kmeans_seed() for t in self.trainers]
         per_run = [{s: embs[s][i] for s in embs} for i in range(self.S)]
         portable = self.device.type == "cpu"  # picklable for a worker process (no copy in this one)
 
