@@ -133,10 +133,11 @@ def run_sweep(
         mode_list: list[str | None] = list(modes) if modes else [None]
         grid = [(mode, strategy, ratio, seed) for mode in mode_list for strategy in strategies
                 for ratio in ratios for seed in range(seeds)]
-        _score_first(root, configs, grid, jobs)
-        if batched:
-            _stack_groups(root, configs, grid, jobs)
-        cells = _run_cells(root, configs, grid, jobs)
+        with _Workers(jobs) as workers:
+            _score_first(root, configs, grid, workers)
+            if batched:
+                _stack_groups(root, configs, grid, workers)
+            cells = _run_cells(root, configs, grid, workers)
         if modes:  # one table row group per (mode, strategy): fold the mode into the strategy label
             for c in cells:
                 c["strategy"] = f"{c['mode']} · {c['strategy']}"
@@ -278,7 +279,14 @@ def _refusals(cells: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _peak_rss_mib() -> float | None:
-    """Peak resident memory of this process so far (the worker's, with ``jobs`` > 1), in MiB."""
+    """Peak resident memory of this process (the worker's, with ``jobs`` > 1), in MiB: since
+    :func:`_reset_peak_rss` where Linux allows it (``VmHWM``), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # pragma: no cover - not on Windows
@@ -286,8 +294,18 @@ def _peak_rss_mib() -> float | None:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def _reset_peak_rss() -> None:
+    """Reset this process's peak-memory mark (Linux ≥ 4.0, ``/proc/self/clear_refs``), so that a reused
+    worker reports each cell's own peak; elsewhere the peak stays the process's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def _cell_worker(args: tuple[Path, dict[str, Any], str | None, str, float, int]) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _reset_peak_rss()
     return _run_cell(*args)
 
 
@@ -305,7 +323,7 @@ def _unpair_cell(args: tuple[Path, dict[str, Any], str | None, str, float, int])
 
 
 def _score_first(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]],
-                 jobs: int) -> None:
+                 workers: _Workers) -> None:
     """Unpair one loss-ranked cell per seed first, ``jobs`` at a time, so that the scorer trains once
     per seed (its scores do not depend on the ratio, strategy or mode; they go to ``root/scores``) and
     every other cell of that seed reads them."""
@@ -317,7 +335,7 @@ def _score_first(root: Path, configs: dict[str, Any], grid: list[tuple[str | Non
             first.setdefault(cell[3], cell)
     if first:
         log.info("sweep: training the loss scorer once per seed (%d seed(s))", len(first))
-        _pool_map(_unpair_cell, [(root, configs, *cell) for cell in first.values()], jobs)
+        workers.map(_unpair_cell, [(root, configs, *cell) for cell in first.values()])
 
 
 def _stack_group(args: tuple[Path, dict[str, Any], list[tuple[str | None, str, float, int]]]) -> int:
@@ -346,7 +364,8 @@ def _stack_group(args: tuple[Path, dict[str, Any], list[tuple[str | None, str, f
     return len(trainers)
 
 
-def _stack_groups(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]], jobs: int) -> None:
+def _stack_groups(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]],
+                  workers: _Workers) -> None:
     """``--batched``: every cell's unpair store, then the cells' training runs as ``jobs`` stacked
     DM2C programs, one per worker (faithful DM2C only; other methods train cell by cell)."""
     tcfg = configs["train"]
@@ -354,13 +373,64 @@ def _stack_groups(root: Path, configs: dict[str, Any], grid: list[tuple[str | No
         log.warning("sweep --batched stacks faithful DM2C runs only; training %s cell by cell",
                     "the --methods" if configs.get("methods") else f"method {tcfg.method!r} variant {tcfg.variant!r}")
         return
-    _pool_map(_unpair_cell, [(root, configs, *cell) for cell in grid], jobs)  # the scored-first cells are reused
-    # any cells stack (same config but the seed; stores of one feature dim): one program per job
-    n = max(1, min(jobs, len(grid)))
-    groups = [grid[i::n] for i in range(n)]
-    log.info("sweep --batched: %d cells as %d stacked program(s) of %s run(s)", len(grid), n,
+    workers.map(_unpair_cell, [(root, configs, *cell) for cell in grid])  # the scored-first cells are reused
+    # any cells stack (same config but the seed; stores of one feature dim): one program per job,
+    # the cells split by store size so that the programs take about as long as each other
+    from mixbench.store.shards import Store
+
+    rows = []
+    for cell in grid:
+        store = Store(_cell_dir(root, *cell) / "unpair", verify=False)
+        rows.append(sum(store.rows("train", m) for m in store.modalities))
+    groups = stack_groups(rows, workers.jobs)
+    log.info("sweep --batched: %d cells as %d stacked program(s) of %s run(s)", len(grid), len(groups),
              "/".join(str(len(g)) for g in groups))
-    _pool_map(_stack_group, [(root, configs, cells) for cells in groups], jobs)
+    workers.map(_stack_group, [(root, configs, [grid[i] for i in g]) for g in groups])
+
+
+#: A stacked step's cost grows with the runs in it: about ``1 + STACK_RUN_COST * runs`` solo steps
+#: (measured on CPU, ``bench/dm2c.py --batched``: 5 runs 1.7×, 15 runs 3.1× one run's time).
+STACK_RUN_COST = 0.145
+
+
+def stack_groups(rows: list[int], jobs: int) -> list[list[int]]:
+    """Split runs into at most ``jobs`` stacked programs (lists of indices into ``rows``, each in
+    index order) that take about the same time. A program steps through its largest store (``rows``:
+    its pooled train rows), every step costing ``1 + STACK_RUN_COST * runs``; so the runs are sorted by
+    size and cut into contiguous groups that minimise the largest group's cost (binary search on the
+    cost, greedy cut). Stores of one size give groups of equal counts."""
+    order = sorted(range(len(rows)), key=lambda i: (-rows[i], i))
+    if not order:
+        return []
+    jobs = max(1, min(jobs, len(order)))
+
+    def cost(first: int, n: int) -> float:
+        return rows[order[first]] * (1 + STACK_RUN_COST * n)
+
+    def cuts(budget: float) -> list[list[int]] | None:
+        groups: list[list[int]] = []
+        start = 0
+        while start < len(order):
+            n = 1
+            while start + n < len(order) and cost(start, n + 1) <= budget:
+                n += 1
+            groups.append(order[start:start + n])
+            start += n
+            if len(groups) > jobs:
+                return None
+        return groups
+
+    lo, hi = 0.0, cost(0, len(order))
+    best = cuts(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        got = cuts(mid)
+        if got is None:
+            lo = mid
+        else:
+            hi, best = mid, got
+    assert best is not None
+    return [sorted(g) for g in best]
 
 
 def _eval_with_jobs(tcfg: Any, jobs: int) -> Any:
@@ -374,22 +444,46 @@ def _eval_with_jobs(tcfg: Any, jobs: int) -> Any:
     return tcfg.replace(eval_background="off")
 
 
-def _pool_map(fn: Any, items: list[Any], jobs: int) -> list[Any]:
-    """``fn`` over ``items``: in this process (``jobs`` 1) or ``jobs`` worker processes at a time."""
-    if jobs == 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class _Workers:
+    """The sweep's ``jobs`` worker processes, started once (spawned: no forked torch thread pools) on
+    first use and reused by every phase (scorer, unpair stores, stacked programs, cells), so each
+    phase does not pay the workers' start and imports again. ``jobs`` 1: everything in this process."""
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=ctx) as pool:
-        return list(pool.map(fn, items))
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self._pool: Any = None
+
+    def pool(self) -> Any:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def map(self, fn: Any, items: list[Any]) -> list[Any]:
+        """``fn`` over ``items``, in order: here (``jobs`` 1 or one item) or in the workers."""
+        if self.jobs == 1 or len(items) <= 1:
+            return [fn(item) for item in items]
+        return list(self.pool().map(fn, items))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _run_cells(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]],
-               jobs: int) -> list[dict[str, Any]]:
+               workers: _Workers) -> list[dict[str, Any]]:
     """Every cell ``(mode, strategy, ratio, seed)`` of ``grid`` (in grid order), ``jobs`` at a time."""
     total = len(grid)
+    jobs = workers.jobs
     if jobs == 1 or total == 1:
         cells = []
         for done, (mode, strategy, ratio, seed) in enumerate(grid, 1):
@@ -397,20 +491,17 @@ def _run_cells(root: Path, configs: dict[str, Any], grid: list[tuple[str | None,
                      f"mode={mode} " if mode else "", strategy, ratio, seed)
             cells.append(_run_cell(root, configs, mode, strategy, ratio, seed))
         return cells
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
     log.info("sweep: %d cells, %d at a time", total, jobs)
     results: dict[int, dict[str, Any]] = {}
-    ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=ctx) as pool:
-        futures = {pool.submit(_cell_worker, (root, configs, *cell)): i for i, cell in enumerate(grid)}
-        for future in as_completed(futures):
-            i = futures[future]
-            results[i] = future.result()
-            mode, strategy, ratio, seed = grid[i]
-            log.info("sweep cell %d/%d done: %sstrategy=%s ratio=%g seed=%d", len(results), total,
-                     f"mode={mode} " if mode else "", strategy, ratio, seed)
+    futures = {workers.pool().submit(_cell_worker, (root, configs, *cell)): i for i, cell in enumerate(grid)}
+    for future in as_completed(futures):
+        i = futures[future]
+        results[i] = future.result()
+        mode, strategy, ratio, seed = grid[i]
+        log.info("sweep cell %d/%d done: %sstrategy=%s ratio=%g seed=%d", len(results), total,
+                 f"mode={mode} " if mode else "", strategy, ratio, seed)
     return [results[i] for i in range(total)]
 
 

@@ -78,9 +78,10 @@ def test_batched_sweep_trains_each_seed_group_as_one_program(tmp_path: Path) -> 
     import json
 
     recipe = REPO / "data" / "recipes" / "wikipedia.toml"
-    grid = {"ratios": [1.0], "strategies": ["random"], "seeds": 2, "overrides": SHORT}
+    grid = {"ratios": [0.5, 1.0], "strategies": ["random"], "seeds": 2, "overrides": SHORT}
     solo = run_sweep(recipe, out=tmp_path / "solo", **grid)
-    batched = run_sweep(recipe, out=tmp_path / "batched", batched=True, **grid)
+    # two workers, reused by every phase: the two r = 0.5 runs stack in one, the two r = 1 runs in the other
+    batched = run_sweep(recipe, out=tmp_path / "batched", batched=True, jobs=2, **grid)
     for a, b in zip(solo["cells"], batched["cells"]):
         metrics = json.loads((Path(b["run_dir"]) / "metrics.json").read_text())
         assert metrics["resumed"] is True and metrics["final_epoch"] == 1
@@ -94,3 +95,23 @@ def test_batched_sweep_trains_each_seed_group_as_one_program(tmp_path: Path) -> 
         for m, v in a["methods"].items():
             if m.startswith("kmeans"):
                 assert b["methods"][m] == v
+
+
+def test_stack_groups_balance_programs_by_store_size() -> None:
+    """--batched splits the runs into --jobs stacked programs by store size: a program steps through
+    its largest store, and each run in it adds to every step's cost."""
+    from mixbench.sweep import STACK_RUN_COST, stack_groups
+
+    sizes = [3911, 3477, 3042, 2607, 2173] * 6  # Wikipedia drop stores, r = 0.2 ... 1, any order
+    groups = stack_groups(sizes, 2)
+    assert sorted(i for g in groups for i in g) == list(range(30)) and all(g == sorted(g) for g in groups)
+
+    def cost(g: list[int]) -> float:
+        return max(sizes[i] for i in g) * (1 + STACK_RUN_COST * len(g))
+
+    assert [len(g) for g in groups] == [12, 18]  # the large stores in the smaller program
+    interleaved = [list(range(0, 30, 2)), list(range(1, 30, 2))]
+    assert max(map(cost, groups)) < 0.9 * max(map(cost, interleaved))
+    assert stack_groups([100] * 30, 2) == [list(range(15)), list(range(15, 30))]  # equal stores: equal halves
+    assert stack_groups([5, 9, 7], 8) == [[1], [2], [0]] and stack_groups([5, 9], 1) == [[0, 1]]
+    assert stack_groups([], 2) == []
