@@ -14,7 +14,7 @@
 #   reduce    bench/reduce.py: PCA 200,000 × 1,024 → 256, in memory and streamed from a store
 #   embed     bench/embed.py: ViT-B-32 images/s on generated JPEGs (needs open_clip)
 #   newer     the newer methods' benches, when present: bench/mvcln.py (MvCLN, SURE), bench/retrieval.py,
-#             bench/map.py, bench/textspace.py
+#             bench/map.py, bench/textspace.py, bench/sweep.py (the 30-cell sweep beside one solo seed)
 #
 # Packages the device machine lacks (open_clip and its needs, faiss-cpu) travel as wheels in the
 # repo's ignored .whl/ folder (see the device notes: pip download --python-version 3.12 ...); when
@@ -187,6 +187,12 @@ newer mvcln 120 mvcln.py table data/recipes/wikipedia.toml --ratios 0.5 --method
 newer retrieval 120 retrieval.py --seeds 1 --device "$device"
 newer map 60 map.py --device "$device"
 newer textspace 90 textspace.py --device "$device"
+# the 30-cell Wikipedia sweep (--jobs 2 --batched, eval_every 0) beside one solo seed (target on the GPU: <= 60 s)
+if [ "$quick" = 1 ]; then
+  newer sweep 120 sweep.py --device "$device" --ratios 0.5 1 --strategies random --seeds 2 --work "$work/sweep"
+else
+  newer sweep 240 sweep.py --device "$device" --work "$work/sweep"
+fi
 
 # -- summary ---------------------------------------------------------------------------------------
 "$py" - "$steps_file" "$out/gpu.json" "$device" "$quick" "$budget" "$start" <<'EOF'
