@@ -77,9 +77,10 @@ def run_sweep(
     ``[train] method``). ``modes``: unpairing modes to sweep as well (default: the recipe's
     ``[unpair] mode`` alone, cells under ``cells/<strategy>/...``; given: ``cells/<mode>/<strategy>/...``
     and a mode column).
-    ``batched``: before the cells run, train the cells' faithful DM2C runs as ``jobs`` stacked
+    ``batched``: before the cells run, train the cells' faithful DM2C runs as at most ``jobs`` stacked
     programs (:class:`train.dm2c_stacked.StackedTrainer`, one per worker; cells of any ratio,
-    strategy and seed stack, their stores padded to the longest); each run's final
+    strategy and seed stack, grouped by store size (:func:`stack_groups`), their stores padded to
+    the longest of their program); each run's final
     checkpoint goes into its cell's run folder, where the train stage resumes it as finished and
     writes the baselines, metrics and report as usual. Equal to the one-by-one runs up to float
     rounding (see train.dm2c_stacked), not bit for bit.
@@ -295,8 +296,9 @@ def _peak_rss_mib() -> float | None:
 
 
 def _reset_peak_rss() -> None:
-    """Reset this process's peak-memory mark (Linux ≥ 4.0, ``/proc/self/clear_refs``), so that a reused
-    worker reports each cell's own peak; elsewhere the peak stays the process's."""
+    """Reset this process's peak-memory mark to its current resident memory (Linux ≥ 4.0,
+    ``/proc/self/clear_refs``), so that a reused worker's earlier peaks do not count for the next cell
+    (memory the worker still holds from earlier work does); elsewhere the peak stays the process's."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -366,8 +368,9 @@ def _stack_group(args: tuple[Path, dict[str, Any], list[tuple[str | None, str, f
 
 def _stack_groups(root: Path, configs: dict[str, Any], grid: list[tuple[str | None, str, float, int]],
                   workers: _Workers) -> None:
-    """``--batched``: every cell's unpair store, then the cells' training runs as ``jobs`` stacked
-    DM2C programs, one per worker (faithful DM2C only; other methods train cell by cell)."""
+    """``--batched``: every cell's unpair store, then the cells' training runs as at most ``jobs``
+    stacked DM2C programs grouped by store size (:func:`stack_groups`), one per worker (faithful DM2C
+    only; other methods train cell by cell)."""
     tcfg = configs["train"]
     if configs.get("methods") or tcfg.method != "dm2c" or tcfg.variant != "faithful":
         log.warning("sweep --batched stacks faithful DM2C runs only; training %s cell by cell",

@@ -166,7 +166,7 @@ def _figure(ncols: int, width: float = 5.0, height: float = 4.0) -> tuple[Any, l
     from matplotlib.figure import Figure
 
     # fixed margins: matplotlib's layout engines (constrained, tight) measure every text several
-    # times and took 40 % of a run folder's plotting time (CPU seconds, 8 repeats); figures whose
+    # times: 2.5 against 1.5 CPU-s per run folder's plots (6 repeats, machine B); figures whose
     # labels are data (class names) are cropped to their artists instead (_save(crop=True))
     fig = Figure(figsize=(width * ncols, height))
     fig.subplots_adjust(left=0.3 / ncols, right=0.98, bottom=0.12, top=0.92, wspace=0.3)
