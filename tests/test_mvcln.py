@@ -24,6 +24,7 @@ from train.data import BenchmarkData, SplitTensors
 from train.mvcln import (
     MvCLNOptions,
     PartialAlignment,
+    BitsDropout,
     TwoTowers,
     greedy_match,
     noise_robust_loss,
@@ -155,8 +156,10 @@ def test_plus_variant_imputes_from_ten_neighbours(uci_decouple: Path, tmp_path: 
     assert m["method_options"]["k_fill"] == 10 and m["repairing"]["test"]["imputed_rows"] == 800
 
 
-def test_resume_gives_the_uninterrupted_run(uci_decouple: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = _cfg("mvcln", checkpoint_every=1)
+@pytest.mark.parametrize("speed", [{}, {"precision": "bf16", "dropout_masks": "bits"}], ids=["fp32", "fast"])
+def test_resume_gives_the_uninterrupted_run(uci_decouple: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            speed: dict[str, str]) -> None:
+    cfg = _cfg("mvcln", checkpoint_every=1, **speed)
     full = train(uci_decouple, tmp_path / "full", cfg)["metrics"]
     calls = {"n": 0}
     original = PartialAlignment.run_epoch
@@ -174,9 +177,60 @@ def test_resume_gives_the_uninterrupted_run(uci_decouple: Path, tmp_path: Path, 
     again = train(uci_decouple, tmp_path / "cut", cfg)["metrics"]
     assert again["resumed"] and again["methods"]["mvcln"] == full["methods"]["mvcln"]
     assert again["repairing"] == full["repairing"]
+    if speed:
+        return
     with pytest.raises(ConfigError, match="lr"):  # an interrupted run of another config is refused
         (tmp_path / "cut" / "run.json").unlink()
         train(uci_decouple, tmp_path / "cut", _cfg("mvcln", checkpoint_every=1, lr=5e-4))
+
+
+def test_bits_dropout_keeps_the_share_and_scales_like_nn_dropout() -> None:
+    drop = BitsDropout(0.2)
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000)
+    y = drop(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.8) < 2e-3  # 1e6 draws: std 4e-4
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.8))
+    assert abs(y.mean().item() - 1.0) < 3e-3  # inverted dropout keeps the mean
+    assert not torch.equal(drop(x), drop(x))  # fresh masks per call
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # drawn from the global generator (checkpointed for resume)
+    drop.eval()
+    assert drop(x) is x
+    assert BitsDropout(0.0)(x) is x
+    odd = torch.ones(3, 7)  # sizes that are not a multiple of 4
+    assert BitsDropout(0.5)(odd).shape == (3, 7)
+
+
+def _memory_data(xa: np.ndarray, xb: np.ndarray, y: np.ndarray, linked: int) -> BenchmarkData:
+    """One train split: row i of each modality is one instance; the first ``linked`` rows stay linked."""
+    n = len(y)
+    pair = torch.tensor([i if i < linked else -1 for i in range(n)])
+    ids = np.array([f"r{i}" for i in range(n)])
+    split = SplitTensors({"a": torch.as_tensor(xa), "b": torch.as_tensor(xb)},
+                         {"a": torch.as_tensor(y), "b": torch.as_tensor(y)}, {"a": pair, "b": pair.clone()},
+                         {"a": ids, "b": ids})
+    return BenchmarkData(["a", "b"], [str(c) for c in range(int(y.max()) + 1)], {"train": split},
+                         {"a": xa.shape[1], "b": xb.shape[1]}, {})
+
+
+def test_fast_options_track_the_fp32_losses() -> None:
+    """bf16 products (same weights, batches and dropout draws) stay within 1 % of the fp32 losses
+    over a few steps; the bits masks change only the draws."""
+    rng = np.random.default_rng(0)
+    n, k = 600, 4
+    y = np.repeat(np.arange(k), n // k)
+    xa = (rng.normal(size=(n, 12)) + y[:, None]).astype(np.float32)
+    xb = (rng.normal(size=(n, 9)) - y[:, None]).astype(np.float32)
+    data = _memory_data(xa, xb, y, linked=400)
+    losses = {}
+    for prec in ("fp32", "bf16"):
+        tr = PartialAlignment(data, MvCLNOptions(epochs=3, precision=prec, hiddens=[256, 256], batch_size=256,
+                                                 neg_prop=5), seed=0, device=torch.device("cpu"), sure=False)
+        losses[prec] = [tr.run_epoch()["loss"] for _ in range(4)]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=1e-2)
+    assert losses["bf16"] != losses["fp32"]
 
 
 def test_sure_imputes_on_a_drop_store(uci_drop: Path, tmp_path: Path) -> None:

@@ -102,6 +102,14 @@ class MvCLNOptions(Config):
                                           "'input' (the pair's standardized input features) or 'both'",
                              choices=("embedding", "input", "both"))
     n_init: int = option(10, "k-means restarts (the reference: scikit-learn's 10)", low=1)
+    precision: str = option("fp32", "training arithmetic: 'fp32' (the reference) or 'bf16' (bfloat16 autocast of the "
+                                    "towers' matrix products, fp32 weights, loss and fused Adam; evaluation stays fp32; "
+                                    "fast where the processor has bf16 units: AMX CPUs, recent GPUs)",
+                             choices=("fp32", "bf16"))
+    dropout_masks: str = option("torch", "dropout masks: 'torch' (nn.Dropout, the reference's draws) or 'bits' (the "
+                                         "same keep probability to 1.5e-5, from 16 random bits per element: ~6x cheaper "
+                                         "to draw on a CPU; other masks than the reference's)",
+                                choices=("torch", "bits"))
     eval_every: int = option(0, "also evaluate (re-pair + k-means + metrics) every N epochs; 0: final epoch only", low=0)
     checkpoint_every: int = option(20, "checkpoint every N epochs (0: only at the end)", low=0)
 
@@ -127,23 +135,49 @@ def resolved(opts: MvCLNOptions, given: dict[str, Any] | None = None) -> MvCLNOp
 # ---------------------------------------------------------------------------------------------
 
 
-def tower(d_in: int, hiddens: list[int], latent: int, dropout: float) -> nn.Sequential:
-    """The reference encoder: [Linear–BN–ReLU–Dropout] per hidden width, then Linear–BN–ReLU to ``latent``."""
+class BitsDropout(nn.Module):
+    """Inverted dropout like :class:`torch.nn.Dropout`, its keep mask drawn as 16-bit integers from
+    the global generator (``torch.randint``, 4 per 64-bit draw) compared with ``round((1 - p) 2¹⁶)``:
+    keep probability within 2⁻¹⁷ of ``1 - p``. A CPU draws these about 6x faster than the
+    Bernoulli floats of ``nn.Dropout`` (1,024 x 1,024: 1.4 ms against 8 ms), which were a third of
+    a faithful MvCLN step there. Resume stays exact: the global generator is checkpointed."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.threshold = round((1.0 - self.p) * 65536) - 32768  # keep where the signed 16-bit draw is below
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        n = x.numel()
+        words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+        keep = words.view(torch.int16)[:n].view(x.shape) < self.threshold
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def tower(d_in: int, hiddens: list[int], latent: int, dropout: float, masks: str = "torch") -> nn.Sequential:
+    """The reference encoder: [Linear–BN–ReLU–Dropout] per hidden width, then Linear–BN–ReLU to ``latent``
+    (``masks = "bits"``: :class:`BitsDropout` instead of ``nn.Dropout``)."""
     layers: list[nn.Module] = []
     prev = d_in
     for h in hiddens:
-        layers += [nn.Linear(prev, h), nn.BatchNorm1d(h), nn.ReLU(True), nn.Dropout(dropout)]
+        drop = BitsDropout(dropout) if masks == "bits" else nn.Dropout(dropout)
+        layers += [nn.Linear(prev, h), nn.BatchNorm1d(h), nn.ReLU(True), drop]
         prev = h
     layers += [nn.Linear(prev, latent), nn.BatchNorm1d(latent), nn.ReLU(True)]
     return nn.Sequential(*layers)
 
 
-def decoder(d_in: int, hiddens: list[int], d_out: int, dropout: float) -> nn.Sequential:
+def decoder(d_in: int, hiddens: list[int], d_out: int, dropout: float, masks: str = "torch") -> nn.Sequential:
     """SURE's decoder: [Linear–ReLU–Dropout] per hidden width, then Linear to ``d_out``."""
     layers: list[nn.Module] = []
     prev = d_in
     for h in hiddens:
-        layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(prev, h), nn.ReLU(), BitsDropout(dropout) if masks == "bits" else nn.Dropout(dropout)]
         prev = h
     layers.append(nn.Linear(prev, d_out))
     return nn.Sequential(*layers)
@@ -152,14 +186,15 @@ def decoder(d_in: int, hiddens: list[int], d_out: int, dropout: float) -> nn.Seq
 class TwoTowers(nn.Module):
     """The two modality encoders (encoder0/encoder1 as in the reference), SURE's decoders when ``decoders``."""
 
-    def __init__(self, d_a: int, d_b: int, hiddens: list[int], latent: int, dropout: float, decoders: bool) -> None:
+    def __init__(self, d_a: int, d_b: int, hiddens: list[int], latent: int, dropout: float, decoders: bool,
+                 masks: str = "torch") -> None:
         super().__init__()
-        self.encoder0 = tower(d_a, hiddens, latent, dropout)
-        self.encoder1 = tower(d_b, hiddens, latent, dropout)
+        self.encoder0 = tower(d_a, hiddens, latent, dropout, masks)
+        self.encoder1 = tower(d_b, hiddens, latent, dropout, masks)
         self.decoders = decoders
         if decoders:
-            self.decoder0 = decoder(2 * latent, hiddens, d_a, dropout)
-            self.decoder1 = decoder(2 * latent, hiddens, d_b, dropout)
+            self.decoder0 = decoder(2 * latent, hiddens, d_a, dropout, masks)
+            self.decoder1 = decoder(2 * latent, hiddens, d_b, dropout, masks)
 
     def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ha, hb = self.encoder0(xa), self.encoder1(xb)
@@ -245,8 +280,9 @@ class PartialAlignment:
         tr = data.splits["train"]
         torch.manual_seed(seed)
         self.model = TwoTowers(int(tr.x[self.a].shape[1]), int(tr.x[self.b].shape[1]), list(opts.hiddens), opts.latent,
-                               opts.dropout, decoders=sure).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr)
+                               opts.dropout, decoders=sure, masks=opts.dropout_masks).to(device)
+        # bf16: the fused Adam kernel (one pass over the weights; results within an ulp of the per-tensor loop)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts.lr, fused=True if opts.precision == "bf16" else None)
         self.gen = torch.Generator().manual_seed(seed)
         ia, ib = tr.linked()
         self.ia, self.ib = ia.to(device), ib.to(device)
@@ -273,7 +309,9 @@ class PartialAlignment:
         xa = tr.x[self.a][self.ia[self.pi[idx]]]
         xb = tr.x[self.b][self.ib[self.pj[idx]]]
         lab = self.pos[idx]
-        out = self.model(xa, xb)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.opts.precision == "bf16"):
+            out = self.model(xa, xb)
+        out = tuple(o.float() for o in out)
         dist = F.pairwise_distance(out[0], out[1])
         loss = noise_robust_loss(dist, lab, margin, fine)
         parts = {"ncl": loss.detach()}
