@@ -25,6 +25,7 @@ from train.mvcln import (
     MvCLNOptions,
     PartialAlignment,
     BitsDropout,
+    LinkedCCA,
     TwoTowers,
     greedy_match,
     noise_robust_loss,
@@ -231,6 +232,45 @@ def test_fast_options_track_the_fp32_losses() -> None:
         losses[prec] = [tr.run_epoch()["loss"] for _ in range(4)]
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=1e-2)
     assert losses["bf16"] != losses["fp32"]
+
+
+def test_linked_cca_finds_held_out_partners() -> None:
+    """Two noisy views of a shared 3-d latent: the CCA fitted on 200 links puts the 100 other rows next
+    to their own partners far more often than the raw (standardized) inputs do, weakly shared directions
+    count less (scaled by their correlation), and the width is capped by the dims and the links."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(300, 3, generator=g)
+    xa = z @ torch.randn(3, 8, generator=g) + 0.3 * torch.randn(300, 8, generator=g)
+    xb = z @ torch.randn(3, 6, generator=g) + 0.3 * torch.randn(300, 6, generator=g) + 5.0
+    cca = LinkedCCA(xa[:200], xb[:200], dim=3)
+    assert cca.dim == 3 and bool((cca.rho[:-1] >= cca.rho[1:]).all()) and float(cca.rho[0]) <= 1.0
+    pa, pb = cca.transform(xa[200:], xb[200:])
+    assert pa.shape == (100, 3) and pa.dtype == torch.float32
+    found = (torch.cdist(pa, pb).argmin(1) == torch.arange(100)).float().mean().item()
+    assert found > 0.5
+    assert LinkedCCA(xa[:4], xb[:4], dim=10).dim == 3  # at most links - 1
+    assert LinkedCCA(xa, xb, dim=10).dim == 6  # at most the smaller dim
+    empty = cca.transform(xa[:0], xb[:0])
+    assert empty[0].shape == (0, 3) and empty[1].shape == (0, 3)
+
+
+def test_cca_variants_through_the_stage(uci_decouple: Path, tmp_path: Path) -> None:
+    train(uci_decouple, tmp_path / "lin", _cfg("mvcln", variant="linked-cca"))
+    m = json.loads((tmp_path / "lin" / "metrics.json").read_text())
+    assert "linked-cca" in m["methods"] and m["method_options"]["neighbours"] == "cca"
+    assert m["method_options"]["epochs"] == 4  # the explicit SMALL epochs override the preset's 0
+    train(uci_decouple, tmp_path / "lin0", {**_cfg("mvcln", variant="linked-cca"),
+                                              "method_options": {"variant": "linked-cca", "n_init": 3}})
+    m0 = json.loads((tmp_path / "lin0" / "metrics.json").read_text())
+    assert m0["method_options"]["epochs"] == 0 and m0["final_epoch"] == 0  # only the margin pass
+    assert m0["repairing"]["test"]["imputed_rows"] == 800
+    # the towers are not used: the trained run (4 epochs) clusters exactly like the untrained one
+    assert m0["methods"]["linked-cca"] == m["methods"]["linked-cca"]
+    train(uci_decouple, tmp_path / "both", _cfg("mvcln", variant="mvcln-plus-cca"))
+    mb = json.loads((tmp_path / "both" / "metrics.json").read_text())
+    assert mb["method_options"]["neighbours"] == "both" and mb["repairing"]["test"]["imputed_rows"] == 800
+    emb = np.load(tmp_path / "both" / "embeddings.npz")  # [h_a | cca_a, h_b | cca_b]: 10 + 10 per half
+    assert emb["test_pair_embedding"].shape[1] == 2 * (10 + 10)
 
 
 def test_sure_imputes_on_a_drop_store(uci_drop: Path, tmp_path: Path) -> None:

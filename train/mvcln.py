@@ -66,6 +66,9 @@ CHECKPOINT_VERSION = 1
 # options
 # ---------------------------------------------------------------------------------------------
 
+#: The names of :data:`VARIANTS` (defined below the options).
+VARIANT_NAMES = ("faithful", "mvcln-plus", "mvcln-plus-cca", "linked-cca")
+
 
 @dataclass(frozen=True)
 class MvCLNOptions(Config):
@@ -74,7 +77,7 @@ class MvCLNOptions(Config):
     section: ClassVar[str] = "train.method_options"
 
     variant: str = option("faithful", "named variant (presets of the options below, see train.mvcln.VARIANTS); "
-                                      "explicit options override the preset", choices=("faithful", "mvcln-plus"))
+                                      "explicit options override the preset", choices=tuple(VARIANT_NAMES))
     epochs: int = option(80, "training epochs (after the margin pass, epoch 0)", low=0)
     batch_size: int = option(1024, "pairs per batch (the last incomplete batch is dropped)", low=2)
     lr: float = option(1e-3, "Adam learning rate", low=0, low_open=True)
@@ -101,6 +104,11 @@ class MvCLNOptions(Config):
     cluster_on: str = option("embedding", "what k-means clusters per pair: 'embedding' ([h_a, h_b], the reference), "
                                           "'input' (the pair's standardized input features) or 'both'",
                              choices=("embedding", "input", "both"))
+    neighbours: str = option("towers", "the space in which unlinked rows find their partner / neighbours of the other "
+                                       "modality: 'towers' (the reference), 'cca' (a linear CCA of the linked train "
+                                       "pairs, cca_dim components) or 'both' (side by side, each block scaled to unit "
+                                       "mean std)", choices=("towers", "cca", "both"))
+    cca_dim: int = option(10, "CCA components for neighbours 'cca'/'both' (at most the smaller dim and links - 1)", low=1)
     n_init: int = option(10, "k-means restarts (the reference: scikit-learn's 10)", low=1)
     precision: str = option("fp32", "training arithmetic: 'fp32' (the reference) or 'bf16' (bfloat16 autocast of the "
                                     "towers' matrix products, fp32 weights, loss and fused Adam; evaluation stays fp32; "
@@ -114,14 +122,25 @@ class MvCLNOptions(Config):
     checkpoint_every: int = option(20, "checkpoint every N epochs (0: only at the end)", low=0)
 
 
+_PLUS = {"unlinked": "impute", "k_fill": 10, "realign_batch": 0, "cluster_on": "input"}
+
 #: Named variants: presets applied under the explicit options (``variant = "faithful"`` changes nothing).
 VARIANTS: dict[str, dict[str, Any]] = {
     "faithful": {},
     # Ours: the towers only choose neighbours. The links the store still has are kept; every unlinked row
     # is its own point, its missing half the mean of its 10 nearest rows of the other modality (tower
     # distance, whole split), and k-means sees standardized *input* features, not the 10-d embeddings.
-    "mvcln-plus": {"unlinked": "impute", "k_fill": 10, "realign_batch": 0, "cluster_on": "input"},
+    "mvcln-plus": _PLUS,
+    # Ours: mvcln-plus with neighbours found in the towers' embedding and a linear CCA of the linked
+    # pairs side by side (the CCA holds where few links leave the towers weak).
+    "mvcln-plus-cca": _PLUS | {"neighbours": "both"},
+    # Ours, linear: mvcln-plus's imputation with neighbours from the CCA alone; the towers are not used
+    # (epochs 0: only the margin pass runs). The family's re-pairing machinery without deep training.
+    "linked-cca": _PLUS | {"neighbours": "cca", "epochs": 0},
 }
+
+
+assert tuple(VARIANTS) == VARIANT_NAMES
 
 
 def resolved(opts: MvCLNOptions, given: dict[str, Any] | None = None) -> MvCLNOptions:
@@ -233,6 +252,42 @@ def euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.addmm(xx + yy, x, y.t(), beta=1, alpha=-2).clamp(min=1e-12).sqrt()
 
 
+def _mean_std(x: torch.Tensor) -> float:
+    return float(x.std(0).mean().clamp(min=1e-8)) if len(x) > 1 else 1.0
+
+
+class LinkedCCA:
+    """Linear CCA of the linked pairs ``(xa[i], xb[i])`` (float64, each input dimension standardized on the
+    pairs, covariances ridged by ``ridge`` x identity): ``transform`` projects each modality's rows onto the
+    first ``dim`` canonical directions (fewer where the dims or the pairs allow fewer), each scaled by its
+    canonical correlation, so a row and its partner land close and weakly shared directions count less."""
+
+    def __init__(self, xa: torch.Tensor, xb: torch.Tensor, dim: int, ridge: float = 1e-3) -> None:
+        self.dim = max(1, min(dim, xa.shape[1], xb.shape[1], len(xa) - 1))
+        za, zb = xa.double().cpu(), xb.double().cpu()
+        self.mean_a, self.mean_b = za.mean(0), zb.mean(0)
+        self.std_a, self.std_b = za.std(0).clamp(min=1e-12), zb.std(0).clamp(min=1e-12)
+        za, zb = (za - self.mean_a) / self.std_a, (zb - self.mean_b) / self.std_b
+        n = max(len(za) - 1, 1)
+
+        def inv_sqrt(c: torch.Tensor) -> torch.Tensor:
+            w, v = torch.linalg.eigh(c + ridge * torch.eye(len(c), dtype=c.dtype))
+            return v @ torch.diag(w.clamp(min=1e-12).rsqrt()) @ v.T
+
+        wa, wb = inv_sqrt(za.T @ za / n), inv_sqrt(zb.T @ zb / n)
+        u, rho, vt = torch.linalg.svd(wa @ (za.T @ zb / n) @ wb)
+        self.rho = rho[:self.dim]
+        self.rot_a = wa @ u[:, :self.dim] * self.rho
+        self.rot_b = wb @ vt.T[:, :self.dim] * self.rho
+
+    def transform(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def project(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+            z = (x.double().cpu() - mean) / std @ rot
+            return z.to(torch.float32).to(x.device)
+
+        return (project(xa, self.mean_a, self.std_a, self.rot_a), project(xb, self.mean_b, self.std_b, self.rot_b))
+
+
 def greedy_match(dist: torch.Tensor) -> torch.Tensor:
     """Row ``i`` in order takes the nearest column not yet taken (the reference's re-alignment)."""
     c = dist.clone()
@@ -292,6 +347,7 @@ class PartialAlignment:
         self.pj = torch.as_tensor(j, device=device)
         self.pos = torch.as_tensor(pos, device=device)
         self.margin = float(opts.margin)
+        self._cca: LinkedCCA | None = None
         self.fine = False
         self.epoch = -1  # epochs done (0 = the margin pass)
         self.history: list[dict[str, Any]] = []
@@ -414,7 +470,8 @@ class PartialAlignment:
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
-    def embed(self, split: SplitTensors) -> tuple[torch.Tensor, torch.Tensor]:
+    def tower_embed(self, split: SplitTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """The towers' embeddings of every row of ``split`` (eval mode, fp32)."""
         self.model.eval()
         chunk = 8192
         ha = torch.cat([self.model.encoder0(split.x[self.a][s:s + chunk]) for s in range(0, split.n(self.a), chunk)]) \
@@ -422,6 +479,31 @@ class PartialAlignment:
         hb = torch.cat([self.model.encoder1(split.x[self.b][s:s + chunk]) for s in range(0, split.n(self.b), chunk)]) \
             if split.n(self.b) else torch.zeros(0, self.opts.latent, device=self.device)
         return ha, hb
+
+    def cca(self) -> LinkedCCA:
+        """The CCA of the linked train pairs (fitted once: it depends only on the data)."""
+        if self._cca is None:
+            tr = self.data.splits["train"]
+            self._cca = LinkedCCA(tr.x[self.a][self.ia], tr.x[self.b][self.ib], self.opts.cca_dim)
+        return self._cca
+
+    @torch.no_grad()
+    def embed(self, split: SplitTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """The space in which rows find their other-modality partners and neighbours (``neighbours``):
+        the towers' embeddings, the linked-pair CCA, or both side by side, each block divided by its mean
+        per-dimension standard deviation on the train split (so neither outweighs the other)."""
+        space = self.opts.neighbours
+        if space == "towers":
+            return self.tower_embed(split)
+        pa, pb = self.cca().transform(split.x[self.a], split.x[self.b])
+        if space == "cca":
+            return pa, pb
+        ha, hb = self.tower_embed(split)
+        tr = self.data.splits["train"]
+        ta, tb = self.tower_embed(tr) if split is not tr else (ha, hb)
+        ca, cb = self.cca().transform(tr.x[self.a], tr.x[self.b]) if split is not tr else (pa, pb)
+        return (torch.cat([ha / _mean_std(ta), pa / _mean_std(ca)], 1),
+                torch.cat([hb / _mean_std(tb), pb / _mean_std(cb)], 1))
 
     def unlinked_mode(self) -> str:
         return unlinked_mode(self.data, self.opts, self.sure)
@@ -457,8 +539,8 @@ class PartialAlignment:
             groups = [movable[s:s + chunk] for s in range(0, len(movable), chunk)] + [fixed[s:s + chunk] for s in range(0, len(fixed), chunk)]
         else:
             groups = [np.arange(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-        ea = torch.zeros(n, ha.shape[1] if len(ha) else opts.latent, device=self.device)
-        eb = torch.zeros(n, hb.shape[1] if len(hb) else opts.latent, device=self.device)
+        ea = torch.zeros(n, ha.shape[1], device=self.device)
+        eb = torch.zeros(n, hb.shape[1], device=self.device)
         new_b = b_all.copy()
         nbr_a = np.full((n, opts.k_fill), -1, dtype=np.int64)
         nbr_b = np.full((n, opts.k_fill), -1, dtype=np.int64)
