@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixbench.errors import ConfigError, DataError
+from mixbench.errors import ConfigError, DataError, StoreError
 from train import train
 from train.data import BenchmarkData, SplitTensors
 from train.mvcln import (
@@ -175,6 +175,14 @@ def test_resume_gives_the_uninterrupted_run(uci_decouple: Path, tmp_path: Path, 
     with pytest.raises(KeyboardInterrupt):
         train(uci_decouple, tmp_path / "cut", cfg)
     monkeypatch.setattr(PartialAlignment, "run_epoch", original)
+    if not speed:  # a checkpoint changed by one byte is refused, naming the file and the fix
+        shutil.copytree(tmp_path / "cut", tmp_path / "damaged")
+        (ckpt,) = (tmp_path / "damaged").rglob("last.pt")
+        raw = bytearray(ckpt.read_bytes())
+        raw[-100] ^= 1
+        ckpt.write_bytes(bytes(raw))
+        with pytest.raises(StoreError, match="sha256.*delete it"):
+            train(uci_decouple, tmp_path / "damaged", cfg)
     again = train(uci_decouple, tmp_path / "cut", cfg)["metrics"]
     assert again["resumed"] and again["methods"]["mvcln"] == full["methods"]["mvcln"]
     assert again["repairing"] == full["repairing"]

@@ -48,8 +48,8 @@ from tqdm import tqdm
 
 from mixbench.config import Config, option
 from mixbench.errors import ConfigError, DataError, StoreError
-from mixbench.store.manifest import atomic_write
 
+from .checkpoint import read_verified, save_checkpoint
 from .data import BenchmarkData, SplitTensors
 from .kmeans import KMeans
 from .metrics import clustering_metrics
@@ -436,16 +436,12 @@ class PartialAlignment:
         }
 
     def save(self, path: Path, config: dict[str, Any], input_sha256: str) -> None:
+        """Atomically, behind the sha256 header of every mixbench checkpoint (:mod:`train.checkpoint`)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = self.state(config, input_sha256)
-        atomic_write(path, lambda f: torch.save(state, f))
+        save_checkpoint(path, self.state(config, input_sha256))
 
     def restore(self, path: Path, config: dict[str, Any], input_sha256: str) -> None:
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:
-            raise StoreError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc}); delete it or rerun "
-                             "with overwrite.") from None
+        state = read_verified(path, self.device)  # a damaged or foreign file: StoreError naming it and the fix
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
             raise StoreError(f"{path}: not a mixbench {self.method_name} checkpoint of version {CHECKPOINT_VERSION}; "
                              "delete it or rerun with overwrite.")
